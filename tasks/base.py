@@ -19,6 +19,7 @@ every model is judged the same way, and a test can prove that an oracle scores
 from __future__ import annotations
 
 import hashlib
+import importlib
 import math
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
@@ -56,6 +57,20 @@ class Batch:
         return Batch(self.inputs.to(device), self.targets.to(device), self.mask.to(device), self.src_len, meta)
 
 
+class MissingDataError(ConfigError):
+    """Real data, or the optional package that ships it, is not available; the message says how to get it."""
+
+
+def require(module: str, package: str, what: str) -> Any:
+    """Import optional `module` (pip name `package`) for `what`, or raise MissingDataError with the install command."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        raise MissingDataError(
+            f"{what} needs the optional package {package!r}: pip install 'seqbench[data]' (or pip install {package})"
+        ) from exc
+
+
 def task_rng(seed: int, split: str, *extra: int) -> np.random.Generator:
     """Independent generator per (seed, split, *extra); train and eval never share a stream."""
     if split not in SPLITS:
@@ -88,6 +103,7 @@ class Task:
     sequence_level: ClassVar[bool] = False
     extrapolates: ClassVar[bool] = True
     real: ClassVar[bool] = False
+    low_entropy: ClassVar[bool] = False  # short sequences repeat by design, so train and eval may share some
 
     def __init__(self, config: Any) -> None:
         self.config = config

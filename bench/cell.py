@@ -1,0 +1,134 @@
+"""Run one cell in the current process: build its task and model, call its measure, and
+turn what happened (rows, a skip, an OOM, an exception) into complete result rows.
+
+This is what a worker process (local or Ray) executes; the runner around it turns
+crashes, hangs and killed workers into rows too.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+import traceback
+from typing import Any, Callable
+
+import torch
+
+import models
+import tasks
+from bench.matrix import Cell
+from bench.measures import MEASURES, MeasureContext, Skip
+from bench.schema import blank_row
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+class SimulatedOOM(MemoryError):
+    """Raised by the test-only 'oom' fault; recorded as status 'oom'."""
+
+
+def _apply_process_faults(faults: dict[str, Any]) -> None:
+    """Test-only faults that act on the whole cell: raise, oom, hang, kill."""
+    if "raise" in faults:
+        raise RuntimeError(f"injected failure: {faults['raise']}")
+    if "oom" in faults:
+        raise SimulatedOOM("injected out-of-memory")
+    if "hang" in faults:
+        while True:
+            time.sleep(1)
+    if "kill" in faults:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _is_oom(exc: BaseException) -> bool:
+    if isinstance(exc, (MemoryError, torch.cuda.OutOfMemoryError)):
+        return True
+    return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
+
+
+def cell_fields(cell: Cell) -> dict[str, Any]:
+    return {
+        "cell_id": cell.cell_id, "model": cell.model, "family": cell.family, "task": cell.task,
+        "task_kind": cell.task_kind, "measure": cell.measure, "batch_size": cell.batch_size,
+        "seq_len": cell.seq_len, "device": cell.device, "dtype": cell.dtype, "seed": cell.seed,
+    }
+
+
+def outcome_row(cell: Cell, base: dict[str, Any], status: str, error: str | None) -> dict[str, Any]:
+    """The single row recorded for a cell that produced no measurements."""
+    row = blank_row()
+    row.update(base)
+    row.update(cell_fields(cell))
+    row.update(status=status, error=error)
+    return row
+
+
+def run_cell(cell: Cell, base: dict[str, Any], faults: dict[str, Any] | None = None,
+             progress: Callable[[str], None] = lambda msg: None) -> list[dict[str, Any]]:
+    """Measure one cell; always returns rows (status ok, skipped, oom or error).
+
+    `base` carries the identity and environment fields (run_id, suite, device_name, …).
+    """
+    faults = faults or {}
+    built: dict[str, Any] = {}
+    t0 = time.perf_counter()
+    try:
+        _apply_process_faults(faults)
+        device = torch.device(cell.device)
+        dtype = DTYPES[cell.dtype]
+        task = tasks.build(cell.task_kind, **cell.task_params) if cell.task_kind else None
+        config = dict(cell.model_config)
+        if task is not None:
+            config["d_input"] = task.d_input
+            config["d_output"] = task.n_outputs
+            if task.vocab_size is not None:
+                config["vocab_size"] = task.vocab_size
+
+        def build_model() -> models.SequenceModel:
+            torch.manual_seed(cell.seed)
+            try:
+                model = models.build(cell.family, **config)
+            except models.ConfigError as exc:
+                # the suite's own keys were validated at load time: this is the task's sizing
+                raise Skip(f"{cell.family} does not fit task {cell.task_kind!r}: {exc}") from None
+            model = model.to(device=device, dtype=dtype)
+            built["model"] = model
+            return model
+
+        ctx = MeasureContext(cell=cell, build_model=build_model, task=task, device=device, dtype=dtype,
+                             settings=dict(cell.settings), progress=progress,
+                             faults={k: v for k, v in faults.items() if k in ("slowdown", "extra_bytes", "accuracy_drop")})
+        rows = MEASURES[cell.measure](ctx)
+        status, error = "ok", None
+    except Skip as exc:
+        rows, status, error = [], "skipped", str(exc)
+    except BaseException as exc:  # noqa: BLE001 — a cell's failure must become a row, whatever it is
+        if isinstance(exc, KeyboardInterrupt):
+            raise
+        rows = []
+        status = "oom" if _is_oom(exc) else "error"
+        tb = traceback.extract_tb(exc.__traceback__)
+        where = f" (at {tb[-1].filename.rsplit('/', 1)[-1]}:{tb[-1].lineno})" if tb else ""
+        error = f"{type(exc).__name__}: {exc}{where}"
+    wall = time.perf_counter() - t0
+    model = built.get("model")
+    facts = {"impl": model.impl, "params": model.n_params} if model is not None else {}
+    if not rows:
+        row = outcome_row(cell, base, status, error)
+        row.update(facts, wall_s=wall)
+        return [row]
+    out = []
+    for r in rows:
+        row = blank_row()
+        row.update(base)
+        row.update(cell_fields(cell))
+        row.update(facts)
+        row.update(status="ok", error=None, wall_s=wall)
+        row.update(r)
+        if row["batch_size"] is None and task is not None:
+            row["batch_size"] = cell.settings.get("batch_size")
+        if row["seq_len"] is None and task is not None:
+            row["seq_len"] = task.seq_len
+        out.append(row)
+    return out

@@ -1,0 +1,167 @@
+"""The `seqbench` command line.
+
+    seqbench list models | tasks | suites | measures
+    seqbench validate SUITE
+    seqbench run [SUITE] [--out DIR] [--device cpu|cuda|auto] [--set a.b=v] [--resume RUN_DIR]
+                 [--executor local|ray] [--parallel N]
+    seqbench report RUN_DIR [RUN_DIR …]
+    seqbench compare BASELINE CURRENT [--fail metric:±N%] [--format table|markdown|json]
+    seqbench baseline save RUN_DIR --name NAME
+    seqbench export --format github-action-benchmark RUN_DIR
+    seqbench env
+
+Exit codes: 0 ok, 1 a cell failed or a regression was found, 2 bad input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any, Callable
+
+EXIT_OK, EXIT_FAIL, EXIT_BAD_INPUT = 0, 1, 2
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    import models
+    import tasks
+    from bench.config import SuiteError
+    from bench.runner import RunDirError
+
+    errors: list[type[BaseException]] = [SuiteError, RunDirError, models.ConfigError, tasks.ConfigError,
+                                         FileNotFoundError]
+    for mod, name in (("bench.report", "ReportInputError"), ("bench.compare", "CompareInputError")):
+        try:
+            errors.append(getattr(__import__(mod, fromlist=[name]), name))
+        except (ImportError, AttributeError):
+            pass
+    return tuple(errors)
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    import models
+    import tasks
+    from bench.config import shipped_suites
+    from bench.measures import MEASURES
+
+    what = {"models": models.names, "tasks": tasks.names, "suites": shipped_suites,
+            "measures": lambda: sorted(MEASURES)}[args.what]
+    print("\n".join(what()))
+    return EXIT_OK
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from bench.config import load_suite
+    from bench.matrix import expand
+
+    suite = load_suite(args.suite, args.set)
+    cells = expand(suite, "cpu" if suite.device == "auto" else suite.device)
+    by_measure: dict[str, int] = {}
+    for c in cells:
+        by_measure[c.measure] = by_measure.get(c.measure, 0) + 1
+    detail = ", ".join(f"{m} {n}" for m, n in by_measure.items())
+    print(f"{suite.path}: ok — {len(suite.models)} models, {len(suite.tasks)} tasks, {len(cells)} cells ({detail})")
+    return EXIT_OK
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from bench.runner import execute, prepare
+    from bench.summary import summary_table
+
+    suite, run_dir = prepare(args.suite, args.out, args.set, args.device, args.resume)
+    print(f"seqbench: suite {suite.name!r} -> {run_dir}", file=sys.stderr)
+    result = execute(suite, run_dir, parallel=args.parallel, executor=args.executor, address=args.address,
+                     isolate=args.isolate)
+    from bench.runner import RESULTS, read_rows
+
+    rows = read_rows(run_dir / RESULTS)
+    print(summary_table(rows))
+    report_ok = _write_report(run_dir)
+    failed = {r["cell_id"] for r in rows if r["status"] in ("oom", "error", "timeout")}
+    if result.interrupted:
+        print(f"\ninterrupted: {len(result.rows)} rows of this session kept in {run_dir / RESULTS}; "
+              f"finish with: seqbench run --resume {run_dir}", file=sys.stderr)
+        return 130
+    done = f"{result.cells - result.skipped_done} cells run" + (
+        f", {result.skipped_done} already done" if result.skipped_done else "")
+    print(f"\n{done}; {len(failed)} failed. results: {run_dir / RESULTS}"
+          + (f"\nreport: {run_dir / 'report' / 'index.html'}" if report_ok else ""))
+    return EXIT_FAIL if failed or not report_ok else EXIT_OK
+
+
+def _write_report(run_dir: Any) -> bool:
+    try:
+        from bench.report import build_report
+    except ImportError:
+        return False
+    try:
+        build_report([run_dir])
+        return True
+    except Exception as exc:  # noqa: BLE001 — the rows are safe; say why the report failed
+        print(f"seqbench: report failed: {type(exc).__name__}: {exc}; "
+              f"retry with: seqbench report {run_dir}", file=sys.stderr)
+        return False
+
+
+def cmd_env(args: argparse.Namespace) -> int:
+    from bench.env import environment, resolve_device
+
+    print(json.dumps(environment(resolve_device(args.device)), indent=2))
+    return EXIT_OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="seqbench", description="Benchmark suite for sequence models.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("list", help="list registered models, tasks, shipped suites or measures")
+    p.add_argument("what", choices=["models", "tasks", "suites", "measures"])
+    p.set_defaults(func=cmd_list)
+
+    p = sub.add_parser("validate", help="check a suite without running it")
+    p.add_argument("suite", help="shipped suite name or path to a YAML file")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a suite key")
+    p.set_defaults(func=cmd_validate)
+
+    p = sub.add_parser("run", help="run a suite (default: quick) and write results and a report")
+    p.add_argument("suite", nargs="?", default=None, help="shipped suite name or path (default: quick)")
+    p.add_argument("--out", help="run directory (default: results/runs/<suite>-<time>)")
+    p.add_argument("--device", choices=["cpu", "cuda", "auto"], help="override the suite's device")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a suite key, e.g. measures.accuracy.steps=500 (repeatable)")
+    p.add_argument("--resume", metavar="RUN_DIR", help="finish an interrupted run: only unfinished cells run")
+    p.add_argument("--executor", choices=["local", "ray"], default="local")
+    p.add_argument("--address", help="Ray cluster address for --executor ray (auto, ray://HOST:PORT)")
+    p.add_argument("--parallel", type=int, default=1, help="local worker processes (one GPU each on CUDA)")
+    p.add_argument("--isolate", action="store_true", help="a fresh worker process per cell")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("env", help="print the environment fingerprint")
+    p.add_argument("--device", choices=["cpu", "cuda", "auto"], default="auto")
+    p.set_defaults(func=cmd_env)
+
+    for mod in ("bench.report", "bench.compare"):
+        try:
+            register: Callable[[Any], None] = getattr(__import__(mod, fromlist=["register_cli"]), "register_cli")
+        except (ImportError, AttributeError):
+            continue
+        register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except _user_errors() as exc:
+        print(f"seqbench: error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print("seqbench: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

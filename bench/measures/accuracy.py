@@ -1,0 +1,181 @@
+"""accuracy: train a budget of steps over a small learning-rate sweep, evaluate held out.
+
+Recurrent nets and SSMs train well only in a narrow learning-rate window, so every lr
+of `lrs` trains a fresh copy of the model (same seeded initialisation) with the shared
+loop of bench/train.py (AdamW, warm-up + cosine, clipping); all are reported and the
+best final eval is flagged `best=True`.
+
+Settings (all optional):
+    steps: 200             optimizer steps per lr
+    lrs: [1e-3, 3e-3]      learning-rate sweep
+    batch_size: 32         training sequences per step
+    seq_len: null          training length (null: the task's configured length)
+    time_limit_s: null     wall-clock cap on each lr's training (evaluation excluded)
+    warmup_frac: 0.1, min_lr_frac: 0.1, weight_decay: 0.01, betas: [0.9, 0.95], grad_clip: 1.0
+    eval_every: null       learning-curve period in steps (null: steps // 10, at least 1)
+    eval_batches: 4        held-out batches per evaluation
+    eval_batch_size: null  (null: batch_size)
+    length_factors: [1, 2, 4]  evaluate at these multiples of the trained length when the
+                           task extrapolates (only 1 otherwise, or where a model's max_len stops it)
+
+Rows (the primary metric is "accuracy" for token/sequence-accuracy tasks, else the task's
+metric: mse, nmse or bits_per_char):
+    <primary>, eval_loss     per lr x length factor: lr, best, eval_seq_len, length_factor,
+                             step (steps done, fewer than `steps` if time_limit_s hit), split "eval"
+    <primary>, train_loss    learning curve per lr: lr, step, split "curve"
+    steps_to_90pct           best lr: first curve step whose accuracy reaches 90% of the
+                             final one (accuracy-type metrics only)
+    accuracy with distance   per lr at the trained length, when the task reports by_distance
+The test-only fault "accuracy_drop" is subtracted from every "accuracy" row.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from bench.measures import MeasureContext, Skip, register
+from bench.timing import SettingsError, merge_settings, positive, row
+from bench.train import TrainResult, TrainSettings, eval_batches, evaluate, train
+
+DEFAULTS: dict[str, Any] = {
+    "steps": 200,
+    "lrs": [1e-3, 3e-3],
+    "batch_size": 32,
+    "seq_len": None,
+    "time_limit_s": None,
+    "warmup_frac": 0.1,
+    "min_lr_frac": 0.1,
+    "weight_decay": 0.01,
+    "betas": [0.9, 0.95],
+    "grad_clip": 1.0,
+    "eval_every": None,
+    "eval_batches": 4,
+    "eval_batch_size": None,
+    "length_factors": [1, 2, 4],
+}
+
+ACCURACY_METRICS = ("token_accuracy", "sequence_accuracy")
+
+
+def primary_metric(task: Any) -> tuple[str, str]:
+    """(row metric name, key in Task.score): accuracy-type tasks report "accuracy"."""
+    return ("accuracy", task.metric) if task.metric in ACCURACY_METRICS else (task.metric, task.metric)
+
+
+def train_settings(s: dict[str, Any], seed: int, lr: float, seq_len: int) -> TrainSettings:
+    steps = positive("accuracy", "steps", s["steps"])
+    every = s["eval_every"] if s["eval_every"] is not None else max(1, steps // 10)
+    return TrainSettings(
+        steps=steps, lr=float(lr), batch_size=positive("accuracy", "batch_size", s["batch_size"]),
+        seq_len=seq_len, warmup_frac=float(s["warmup_frac"]), min_lr_frac=float(s["min_lr_frac"]),
+        weight_decay=float(s["weight_decay"]), betas=tuple(float(b) for b in s["betas"]),
+        grad_clip=float(s["grad_clip"]), time_limit_s=s["time_limit_s"],
+        eval_every=positive("accuracy", "eval_every", every), seed=seed,
+    )
+
+
+def _better(a: float, b: float, higher: bool) -> bool:
+    """a strictly better than b; NaN (a diverged run) is worse than anything."""
+    if math.isnan(a):
+        return False
+    if math.isnan(b):
+        return True
+    return a > b if higher else a < b
+
+
+def eval_lengths(task: Any, model: Any, train_len: int, factors: list[float]) -> list[tuple[float, int]]:
+    """(factor, eval_seq_len) pairs the task and the model allow; factor 1 always first."""
+    pairs = [(1, train_len)]
+    if not task.extrapolates:
+        return pairs
+    max_len = getattr(model.config, "max_len", None)
+    for f in factors:
+        n = round(train_len * f)
+        if f != 1 and n >= 1 and (max_len is None or n <= max_len):
+            pairs.append((f, n))
+    return pairs
+
+
+@register("accuracy")
+def accuracy(ctx: MeasureContext) -> list[dict]:
+    s = merge_settings("accuracy", ctx.settings, DEFAULTS)
+    task = ctx.task
+    if task is None:
+        raise SettingsError("measure 'accuracy' needs a task; give the cell a task")
+    lrs = list(s["lrs"])
+    if not lrs:
+        raise SettingsError("measures.accuracy: setting 'lrs' must list at least one learning rate")
+    name, key = primary_metric(task)
+    higher = name == "accuracy"
+    drop = float(ctx.faults.get("accuracy_drop", 0.0))
+    train_len = int(s["seq_len"] or task.seq_len)
+    eval_bs = s["eval_batch_size"] or s["batch_size"]
+    n_eval = positive("accuracy", "eval_batches", s["eval_batches"])
+    seed = ctx.cell.seed
+
+    probe = task.batch(1, seed=0, split="eval")
+    models_, results = [], []
+    for i, lr in enumerate(lrs):
+        model = ctx.build_model()
+        if getattr(model, "needs_src_len", False) and probe.src_len is None:
+            raise Skip(f"{model.family} is an encoder-decoder model; task {task.name!r} needs a source/target split")
+        ts = train_settings(s, seed, lr, train_len)
+        batches = eval_batches(task, batch_size=eval_bs, n_batches=n_eval, seq_len=train_len, seed=seed,
+                               device=ctx.device)
+        ctx.progress(f"lr {lr:g} ({i + 1}/{len(lrs)})")
+        result = train(model, task, ts, ctx.device, eval_fn=lambda m, b=batches: evaluate(m, task, b),
+                       progress=ctx.progress)
+        models_.append(model)
+        results.append(result)
+
+    finals = [r.final.get(key, math.nan) for r in results]
+    best = 0
+    for i in range(1, len(lrs)):
+        if _better(finals[i], finals[best], higher):
+            best = i
+
+    def acc_value(v: float) -> float:
+        return v - drop if name == "accuracy" else v
+
+    rows: list[dict] = []
+    for i, (lr, model, result) in enumerate(zip(lrs, models_, results)):
+        common = {"lr": float(lr), "best": i == best}
+        for factor, n in eval_lengths(task, model, train_len, list(s["length_factors"])):
+            if factor == 1:
+                score = result.final
+            else:
+                ctx.progress(f"lr {lr:g}: eval at seq_len {n}")
+                batches = eval_batches(task, batch_size=eval_bs, n_batches=n_eval, seq_len=n, seed=seed,
+                                       device=ctx.device)
+                score = evaluate(model, task, batches)
+            at = {**common, "eval_seq_len": n, "length_factor": float(factor), "step": result.steps_done,
+                  "split": "eval"}
+            rows.append(row(name, acc_value(score[key]), **at))
+            rows.append(row("eval_loss", score["loss"], **at))
+            if factor == 1:
+                for d, acc in score.get("by_distance", {}).items():
+                    rows.append(row("accuracy", acc_value(acc), distance=int(d), **at))
+        rows.extend(curve_rows(name, key, result, float(lr), train_len, acc_value))
+    if higher:
+        rows.append(row("steps_to_90pct", steps_to_fraction(results[best], key, 0.9), lr=float(lrs[best]),
+                        best=True, eval_seq_len=train_len, split="eval"))
+    return rows
+
+
+def curve_rows(name: str, key: str, result: TrainResult, lr: float, seq_len: int, adjust: Any) -> list[dict]:
+    rows = []
+    for point in result.curve:
+        at = {"lr": lr, "step": point.step, "split": "curve", "eval_seq_len": seq_len}
+        rows.append(row(name, adjust(point.score[key]), **at))
+        rows.append(row("train_loss", point.train_loss, **at))
+    return rows
+
+
+def steps_to_fraction(result: TrainResult, key: str, fraction: float) -> float:
+    """The first curve step whose `key` reaches `fraction` x the final value."""
+    target = fraction * result.final[key]
+    for point in result.curve:
+        if point.score[key] >= target:
+            return float(point.step)
+    return float(result.steps_done)

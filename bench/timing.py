@@ -1,0 +1,215 @@
+"""Shared helpers of the measures: timing, summary statistics, settings and rows.
+
+Timing protocol (the one of timeit, pytest-benchmark and torch.utils.benchmark):
+
+1. `warmup` untimed calls (lazy allocation, autotuning, caches);
+2. calibration: one timed call gives `inner`, the number of calls that makes one
+   sample last at least `min_time_s` (capped at `max_inner`);
+3. `repeats` samples, each `inner` back-to-back calls; a sample is the elapsed time
+   divided by `inner` (seconds per call). All samples are kept.
+
+CPU samples are timed with `time.perf_counter`. CUDA samples are timed with a pair of
+`torch.cuda.Event`s recorded on the current stream around the calls, then
+synchronized, so the GPU's own timeline is measured and queued work cannot leak
+into the next sample. Python's garbage collector is off inside timed regions (as in
+timeit), so a collection triggered by an unrelated allocation does not land in one
+sample.
+
+The test-only `slowdown` fault (bench.measures.MeasureContext.faults) multiplies a
+sample by busy-waiting (slowdown - 1) x its elapsed time inside the timed region.
+"""
+
+from __future__ import annotations
+
+import gc
+import math
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import numpy as np
+import torch
+
+from bench.schema import EXTRA_FIELDS, METRICS
+from models.config import did_you_mean
+
+# --- settings ---------------------------------------------------------------------
+
+
+class SettingsError(ValueError):
+    """A measure setting in a suite is unknown or has a bad value."""
+
+
+def merge_settings(measure: str, given: dict[str, Any], defaults: dict[str, Any]) -> dict[str, Any]:
+    """`defaults` updated with `given`; an unknown key raises SettingsError naming it."""
+    for key in given:
+        if key not in defaults:
+            raise SettingsError(
+                f"measures.{measure}: unknown setting {key!r}{did_you_mean(key, defaults)}; "
+                f"valid settings: {', '.join(sorted(defaults))}"
+            )
+    return {**defaults, **given}
+
+
+def positive(measure: str, key: str, value: Any, *, integer: bool = True, allow_zero: bool = False) -> Any:
+    """`value` checked to be a positive int (or float); SettingsError names the key otherwise."""
+    kinds = (int,) if integer else (int, float)
+    ok = isinstance(value, kinds) and not isinstance(value, bool) and (value >= 0 if allow_zero else value > 0)
+    if not ok:
+        what = "an int" if integer else "a number"
+        bound = ">= 0" if allow_zero else "> 0"
+        raise SettingsError(f"measures.{measure}: setting {key!r} must be {what} {bound}, got {value!r}")
+    return value
+
+
+# --- rows ---------------------------------------------------------------------------
+
+_ROW_KEYS = frozenset(EXTRA_FIELDS) | {"samples", "stats"}
+
+
+def row(metric: str, value: float, **extra: Any) -> dict[str, Any]:
+    """A partial result row: metric, value, unit, higher_is_better (from bench.schema.METRICS)
+    plus `samples`, `stats` and EXTRA_FIELDS columns."""
+    if metric not in METRICS:
+        raise KeyError(f"metric {metric!r} is not in bench.schema.METRICS")
+    unknown = set(extra) - _ROW_KEYS
+    assert not unknown, f"row columns {sorted(unknown)} are not in bench.schema.EXTRA_FIELDS"
+    unit, higher = METRICS[metric]
+    return {"metric": metric, "value": float(value), "unit": unit, "higher_is_better": higher, **extra}
+
+
+# --- statistics ---------------------------------------------------------------------
+
+
+def summarize(values: list[float] | np.ndarray) -> dict[str, float]:
+    """median, iqr (p75 - p25), p20, p80, p25, p75, mean, std (ddof=1), min, max, n."""
+    x = np.asarray(values, dtype=np.float64)
+    if x.size == 0:
+        raise ValueError("summarize() needs at least one value")
+    p20, p25, p50, p75, p80 = np.percentile(x, [20, 25, 50, 75, 80])
+    return {
+        "median": float(p50),
+        "iqr": float(p75 - p25),
+        "p20": float(p20),
+        "p80": float(p80),
+        "p25": float(p25),
+        "p75": float(p75),
+        "mean": float(x.mean()),
+        "std": float(x.std(ddof=1)) if x.size > 1 else 0.0,
+        "min": float(x.min()),
+        "max": float(x.max()),
+        "n": int(x.size),
+    }
+
+
+# --- clocks -------------------------------------------------------------------------
+
+
+def synchronize(device: torch.device) -> None:
+    """Wait for queued work on `device` (no-op on CPU)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def busy_wait(seconds: float) -> None:
+    """Spin (not sleep: a sleeping thread frees the core and distorts the next timing)."""
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        pass
+
+
+@contextmanager
+def gc_paused() -> Iterator[None]:
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def time_calls(fn: Callable[[], Any], device: torch.device, inner: int = 1, slowdown: float = 1.0) -> float:
+    """Seconds per call of `fn` over `inner` back-to-back calls (one sample)."""
+    with gc_paused():
+        if device.type == "cuda":
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            synchronize(device)
+            t0 = time.perf_counter()
+            start.record()
+            for _ in range(inner):
+                fn()
+            if slowdown > 1.0:
+                synchronize(device)
+                busy_wait((slowdown - 1.0) * (time.perf_counter() - t0))
+            end.record()
+            end.synchronize()
+            elapsed = start.elapsed_time(end) / 1e3
+        else:
+            t0 = time.perf_counter()
+            for _ in range(inner):
+                fn()
+            if slowdown > 1.0:
+                busy_wait((slowdown - 1.0) * (time.perf_counter() - t0))
+            elapsed = time.perf_counter() - t0
+    return elapsed / inner
+
+
+def measure(
+    fn: Callable[[], Any],
+    device: torch.device,
+    *,
+    warmup: int = 3,
+    repeats: int = 7,
+    min_time_s: float = 0.05,
+    max_inner: int = 10_000,
+    slowdown: float = 1.0,
+    progress: Callable[[str], None] | None = None,
+) -> tuple[list[float], int]:
+    """Warm up, calibrate, then time `repeats` samples of `fn`.
+
+    Returns (seconds per call for each sample, inner calls per sample).
+    """
+    if slowdown < 1.0:
+        raise ValueError(f"fault 'slowdown' must be >= 1, got {slowdown}")
+    for _ in range(warmup):
+        fn()
+    synchronize(device)
+    once = time_calls(fn, device, 1)
+    inner = max(1, min(max_inner, math.ceil(min_time_s / max(once, 1e-9))))
+    samples = []
+    for i in range(repeats):
+        samples.append(time_calls(fn, device, inner, slowdown))
+        if progress is not None:
+            progress(f"sample {i + 1}/{repeats}")
+    return samples, inner
+
+
+# --- matmul ceiling -----------------------------------------------------------------
+
+_CEILING: dict[tuple[str, torch.dtype, int], float] = {}
+
+
+def default_ceiling_size(device: torch.device, dtype: torch.dtype) -> int:
+    """Square matmul size for the ceiling: big enough to be compute-bound, small enough to be quick."""
+    if device.type == "cuda":
+        return 8192 if dtype in (torch.float16, torch.bfloat16) else 4096
+    return 1024
+
+
+def matmul_ceiling(device: torch.device, dtype: torch.dtype, size: int | None = None) -> float:
+    """Best FLOP/s of an (n x n) @ (n x n) matmul on `device` in `dtype`, measured once per
+    process (cached): the denominator of MFU. Counts 2 n^3 FLOPs per matmul and takes the
+    fastest of 5 samples (a ceiling, not a typical value). On CUDA it runs under the
+    process's current TF32 setting, like the models do."""
+    device = torch.device(device)
+    n = size or default_ceiling_size(device, dtype)
+    key = (str(device), dtype, n)
+    if key not in _CEILING:
+        g = torch.Generator(device="cpu").manual_seed(0)
+        a = torch.randn(n, n, generator=g).to(device=device, dtype=dtype)
+        b = torch.randn(n, n, generator=g).to(device=device, dtype=dtype)
+        samples, _ = measure(lambda: torch.mm(a, b), device, warmup=2, repeats=5, min_time_s=0.05)
+        _CEILING[key] = 2.0 * n**3 / min(samples)
+    return _CEILING[key]
