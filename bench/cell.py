@@ -28,6 +28,28 @@ class SimulatedOOM(MemoryError):
     """Raised by the test-only 'oom' fault; recorded as status 'oom'."""
 
 
+def prepare_process(threads: int | None = None) -> None:
+    """Make a worker's timings stable: set torch threads, flush denormal floats to zero (a
+    gradient decaying through time into denormals makes CPU steps ~10x slower), and pin
+    glibc's mmap threshold (else it adapts during a run and whichever workload runs first
+    pays page faults on every large allocation)."""
+    import ctypes
+    import ctypes.util
+
+    if threads:
+        torch.set_num_threads(threads)
+    torch.set_flush_denormal(True)
+    libc_name = ctypes.util.find_library("c")
+    if libc_name and os.uname().sysname == "Linux":
+        try:
+            libc = ctypes.CDLL(libc_name)
+            m_trim_threshold, m_mmap_threshold = -1, -3  # glibc malloc.h
+            libc.mallopt(m_mmap_threshold, 64 << 20)
+            libc.mallopt(m_trim_threshold, 1 << 30)
+        except (OSError, AttributeError):
+            pass
+
+
 def _apply_process_faults(faults: dict[str, Any]) -> None:
     """Test-only faults that act on the whole cell: raise, oom, hang, kill."""
     if "raise" in faults:

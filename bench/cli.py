@@ -31,7 +31,8 @@ def _user_errors() -> tuple[type[BaseException], ...]:
 
     errors: list[type[BaseException]] = [SuiteError, RunDirError, models.ConfigError, tasks.ConfigError,
                                          FileNotFoundError]
-    for mod, name in (("bench.report", "ReportInputError"), ("bench.compare", "CompareInputError")):
+    for mod, name in (("bench.report", "ReportInputError"), ("bench.compare", "CompareInputError"),
+                      ("bench.ray_executor", "RayUnavailableError")):
         try:
             errors.append(getattr(__import__(mod, fromlist=[name]), name))
         except (ImportError, AttributeError):

@@ -22,8 +22,11 @@ Verdicts (bench.stats has the timing statistics):
             CPU, 5% CUDA) AND the Mann–Whitney U test is significant after Holm
             correction across all timing comparisons AND the bootstrap 95% interval
             excludes the threshold; pass when the interval lies inside the tolerance;
-            otherwise inconclusive. Different device_name or torch_version on the two
-            sides: "not comparable" unless --allow-env-change.
+            otherwise inconclusive. Pooled interleaved runs (a1,a2 vs b1,b2): a regression
+            must also show in every pair (a_i, b_i) on its own. Different device_name or
+            torch_version on the two sides: "not comparable" unless --allow-env-change.
+            A warning when nearly all timings moved the same way (the machine changed speed)
+            or when the samples are too few for any test to survive Holm correction.
   memory    peak_bytes: CUDA fails above baseline x 1.02 + 1 MiB (allocator counts are
             deterministic), CPU above baseline x 1.10 + 16 MiB (high-water mark).
   accuracy  fails below baseline - 0.02 absolute (--accuracy-drop; deterministic on CPU
@@ -85,6 +88,7 @@ class Side:
     source: str
     rows: list[dict[str, Any]]
     env: dict[str, Any] = field(default_factory=dict)
+    parts: list[Side] = field(default_factory=list)  # the runs pooled into this side ('a,b'), in order
 
 
 def _clean(value: Any) -> Any:
@@ -210,7 +214,7 @@ def load_side(spec: str | Path) -> Side:
                                         f"({env.get(key)!r} vs {s.env.get(key)!r})")
     cals = [s.env.get("calibration_s") for s in sides]
     env["calibration_s"] = stats.quantile(cals) if all(c is not None for c in cals) else None
-    return Side(",".join(s.source for s in sides), [r for s in sides for r in s.rows], env)
+    return Side(",".join(s.source for s in sides), [r for s in sides for r in s.rows], env, sides)
 
 
 # --- thresholds ------------------------------------------------------------------------------
@@ -347,7 +351,7 @@ def cell_label(row: dict[str, Any]) -> str:
 def is_gated(row: dict[str, Any], metrics: Iterable[str]) -> bool:
     """True for the rows compare judges: a compared metric, a final (not curve / per-lr /
     per-position / per-distance) value, status ok."""
-    if row.get("metric") not in set(metrics) or row.get("status", "ok") != "ok":
+    if row.get("metric") not in set(metrics) or row.get("status") not in (None, "ok"):
         return False
     if row.get("split") == "curve" or row.get("best") is False:
         return False
@@ -510,12 +514,13 @@ def _value_comparison(brows: Rows, crows: Rows, rule: FailRule) -> Comparison:
 
 
 def _extras(row: dict[str, Any]) -> dict[str, Any]:
-    return {k: row.get(k) for k in EXTRA_KEYS if row.get(k) is not None}
+    """The extra columns that are part of the row's match key (not lr/step of a best-lr row)."""
+    return {k: v for k, v in zip(MATCH_KEYS, _key(row)) if k in EXTRA_KEYS and v is not None}
 
 
 def _failed_cells(b: Side, c: Side) -> tuple[list[Comparison], set[str]]:
     """Cells that failed (error / oom / timeout) on the current side and ran on the baseline."""
-    base_ok = {r["cell_id"] for r in b.rows if r.get("status", "ok") == "ok"}
+    base_ok = {r["cell_id"] for r in b.rows if r.get("status") in (None, "ok")}
     base_failed = {r["cell_id"] for r in b.rows if r.get("status") in FAILED_STATUSES}
     out, seen = [], set()
     for r in c.rows:
@@ -530,6 +535,48 @@ def _failed_cells(b: Side, c: Side) -> tuple[list[Comparison], set[str]]:
             out.append(Comparison(cid, cell_label(r), "-", {}, "status", None, None, None, verdict="inconclusive",
                                   note=f"failed on both sides ({r['status']}: {r.get('error') or ''})"))
     return out, seen
+
+
+def _drift_warning(timings: list[Comparison], min_count: int = 5, shift: float = 0.05) -> str | None:
+    """A warning when nearly every timing moved the same way: the machine's speed changed
+    between the runs (load, clock, thermal) as much as the code did, or a change touched
+    every model; verdicts are unchanged, the reader should look twice."""
+    slower = []  # > 0: slower in the metric's own terms
+    for c in timings:
+        if c.change is not None and math.isfinite(c.change):
+            slower.append(-c.change if c.higher_is_better else c.change)
+    if len(slower) < min_count:
+        return None
+    median = stats.quantile(slower)
+    same_way = sum((x > 0) == (median > 0) for x in slower) / len(slower)
+    if abs(median) > shift and same_way >= 0.8:
+        word = "slower" if median > 0 else "faster"
+        return (f"{same_way:.0%} of {len(slower)} timings moved the same way (median {abs(median):.0%} {word}): "
+                "the machine may have changed speed between the runs; compare interleaved runs (a,b) or rerun")
+    return None
+
+
+def _check_pairs(comp: Comparison, key: tuple, baseline: Side, current: Side, metrics: Iterable[str],
+                 threshold: float, speed: float) -> None:
+    """Pooled interleaved runs (a1,a2 vs b1,b2): a timing regression must show in every pair
+    (a_i, b_i) on its own, else it is downgraded to inconclusive — a load spike during one
+    run must not fail the gate."""
+    if len(baseline.parts) < 2 or len(baseline.parts) != len(current.parts):
+        return
+    higher = bool(comp.higher_is_better)
+    changes = []
+    for b, c in zip(baseline.parts, current.parts):
+        bidx, cidx = _group(b.rows, metrics), _group(c.rows, metrics)
+        bs, q = _timing_samples(key, bidx.get(key, []), bidx)
+        cs, _ = _timing_samples(key, cidx.get(key, []), cidx)
+        if not bs or not cs:
+            continue
+        scale = 1.0 / speed if higher else speed
+        changes.append(stats.quantile(cs, q) * scale / stats.quantile(bs, q) - 1.0)
+    if any((x >= -threshold) if higher else (x <= threshold) for x in changes):
+        comp.verdict = "inconclusive"
+        comp.note = ("not reproduced in every interleaved pair (pair changes "
+                     + ", ".join(f"{x * 100:+.1f}%" for x in changes) + ")")
 
 
 def _listing(rows: list[dict[str, Any]]) -> dict[str, Any]:
@@ -560,6 +607,7 @@ def compare(baseline: Side, current: Side, *, fail: Iterable[FailRule] = (), all
     cidx = _group(current.rows, metrics)
     comparisons: list[Comparison] = list(failed)
     timed: list[tuple[Comparison, stats.RatioTest, float]] = []
+    keys: dict[int, tuple] = {}  # id(comparison) -> its match key
     for key, brows in bidx.items():
         crows = cidx.get(key)
         if crows is None:
@@ -576,6 +624,7 @@ def compare(baseline: Side, current: Side, *, fail: Iterable[FailRule] = (), all
         elif metric in TIMING_METRICS:
             comp, test, threshold = _timing(key, brows, crows, bidx, cidx, rule, speed, comparable)
             comparisons.append(comp)
+            keys[id(comp)] = key
             if test is not None and comparable:
                 timed.append((comp, test, threshold))
         elif rule is not None:
@@ -590,8 +639,13 @@ def compare(baseline: Side, current: Side, *, fail: Iterable[FailRule] = (), all
     for (comp, test, threshold), p_adj in zip(timed, adjusted):
         comp.p_adjusted = p_adj
         comp.verdict = stats.timing_verdict(test, p_adj, threshold, bool(comp.higher_is_better), alpha)
+        if comp.verdict == "regression":
+            _check_pairs(comp, keys[id(comp)], baseline, current, metrics, threshold, speed)
         if comp.verdict == "inconclusive":
             comp.note = comp.note or "too noisy to tell: the 95% interval straddles the threshold"
+    drift = _drift_warning([c for c in comparisons if c.kind == "timing" and c.verdict != "not comparable"])
+    if drift:
+        warnings.append(drift)
     only_b = [_listing(rows) for k, rows in bidx.items() if k not in cidx and k[0] not in failed_ids]
     only_c = [_listing(rows) for k, rows in cidx.items() if k not in bidx and k[0] not in failed_ids]
     comparisons.sort(key=lambda c: (SEVERITY.index(c.verdict), c.label, c.metric))
@@ -633,16 +687,22 @@ def _fmt_p(c: Comparison) -> str:
 
 def metric_text(metric: str, extras: dict[str, Any]) -> str:
     """'accuracy split=eval': the metric plus the extras the cell label does not already show."""
-    extra = " ".join(f"{k}={v}" for k, v in extras.items() if k not in ("mode", "eval_seq_len", "length_factor"))
+    shown = {k: v for k, v in extras.items() if k not in ("mode", "eval_seq_len", "length_factor")
+             and not (k == "split" and v == "eval")}
+    extra = " ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in shown.items())
     return f"{metric} {extra}".strip()
 
 
 HEADER = ("verdict", "cell", "metric", "baseline", "current", "change", "95% CI", "p (Holm)", "limit", "note")
 
 
+def _short(text: str, n: int = 100) -> str:
+    return text if len(text) <= n else text[: n - 1] + "…"
+
+
 def _cells(c: Comparison) -> tuple[str, ...]:
-    return (c.verdict, c.label, metric_text(c.metric, c.extras), fmt_value(c.baseline, c.unit), fmt_value(c.current, c.unit),
-            _fmt_change(c), _fmt_ci(c), _fmt_p(c), c.threshold, c.note)
+    return (c.verdict, c.label, metric_text(c.metric, c.extras), fmt_value(c.baseline, c.unit),
+            fmt_value(c.current, c.unit), _fmt_change(c), _fmt_ci(c), _fmt_p(c), c.threshold, _short(c.note))
 
 
 def summary_line(result: CompareResult) -> str:

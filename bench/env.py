@@ -110,6 +110,7 @@ def environment(device: str = "cpu", calibration: bool = True) -> dict[str, Any]
         "torch_version": torch.__version__,
         "cuda_version": torch.version.cuda,
         "cudnn_version": torch.backends.cudnn.version() if cuda else None,
+        "flush_denormal": True,  # set in every worker by bench.cell.prepare_process
         "cudnn_benchmark": bool(torch.backends.cudnn.benchmark),
         "tf32_matmul": bool(torch.backends.cuda.matmul.allow_tf32) if cuda else None,
         "python": platform.python_version(),

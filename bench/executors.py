@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
 from typing import Any, Callable
 
-from bench.cell import outcome_row, run_cell
+from bench.cell import outcome_row, prepare_process, run_cell
 from bench.matrix import Cell
 
 OnRows = Callable[[Cell, list[dict[str, Any]]], None]
@@ -32,10 +32,7 @@ def _worker_main(conn: Connection, threads: int | None, env: dict[str, str]) -> 
     """Worker loop: receive (cell, base, faults), send ("progress", msg) … then ("rows", rows)."""
     os.environ.update(env)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and kills us
-    import torch
-
-    if threads:
-        torch.set_num_threads(threads)
+    prepare_process(threads)
     while True:
         try:
             msg = conn.recv()

@@ -112,10 +112,16 @@ def _short(value: float, _pos: Any = None) -> str:
     return f"{value:.3g}" if a >= 1e-3 else f"{value:.0e}"
 
 
+def _plain_int(value: float, _pos: Any = None) -> str:
+    return str(int(value)) if float(value).is_integer() else f"{value:.3g}"
+
+
 def _plain_log_ticks(ax: Any) -> None:
+    """Log axes: lengths in base 2 as plain integers (64, 1024), other values short (10k, 1M)."""
     for axis in (ax.xaxis, ax.yaxis):
         if axis.get_scale() in ("log", "symlog"):
-            axis.set_major_formatter(mticker.FuncFormatter(_short))
+            base = getattr(axis.get_transform(), "base", 10)
+            axis.set_major_formatter(mticker.FuncFormatter(_plain_int if base == 2 else _short))
             axis.set_minor_formatter(mticker.NullFormatter())
 
 
@@ -157,13 +163,15 @@ def _plot_lines(ax: Any, rows: pd.DataFrame, x: str, palette: Mapping[str, Color
                 markersize=4, linewidth=1.5, label=label)
 
 
-def _legend(fig: Figure, axes: np.ndarray) -> None:
+def _legend(fig: Figure, axes: np.ndarray, title: str | None = None) -> None:
     handles: dict[str, Any] = {}
     for ax in axes.flat:
         for h, label in zip(*ax.get_legend_handles_labels()):
             handles.setdefault(label, h)
+    handles = dict(sorted(handles.items()))
     if handles:
-        fig.legend(list(handles.values()), list(handles), loc="outside right upper", fontsize=7, frameon=False)
+        fig.legend(list(handles.values()), list(handles), loc="outside right upper", fontsize=7, frameon=False,
+                   title=title, title_fontsize=7)
 
 
 def _log_x_if_wide(ax: Any, values: pd.Series, base: int = 2) -> None:
@@ -172,6 +180,7 @@ def _log_x_if_wide(ax: Any, values: pd.Series, base: int = 2) -> None:
     if len(vals) and vals.max() / vals.min() >= 8:
         if (values == 0).any():
             ax.set_xscale("symlog", base=base, linthresh=1)
+            ax.set_xlim(left=-0.3)  # 0 sits in the linear part; no negative ticks
         else:
             ax.set_xscale("log", base=base)
 
@@ -191,13 +200,12 @@ def _resolve(df: pd.DataFrame, palette: Mapping[str, Color] | None) -> tuple[pd.
     return df, palette if palette is not None else model_palette(df["model"])
 
 
-def _mark_failures(ax: Any, fails: pd.DataFrame, palette: Mapping[str, Color]) -> int:
+def _mark_failures(ax: Any, fails: pd.DataFrame, palette: Mapping[str, Color]) -> None:
     """An × at the bottom edge at the seq_len of each failed cell, in the model's colour."""
     fails = fails[fails["seq_len"].notna()]
     for model, g in fails.groupby("model"):
         ax.plot(g["seq_len"], np.full(len(g), 0.03), linestyle="none", marker="x", markersize=7,
                 color=_color(palette, str(model)), transform=ax.get_xaxis_transform(), clip_on=False)
-    return len(fails)
 
 
 # --- accuracy --------------------------------------------------------------------------------
@@ -245,8 +253,9 @@ def accuracy_heatmap(df: pd.DataFrame, palette: Mapping[str, Color] | None = Non
     ax = fig.subplots()
     sns.heatmap(good.astype(float), annot=annot.to_numpy(), fmt="", mask=good.isna(), vmin=0, vmax=1,
                 cmap="viridis", linewidths=0.5, ax=ax,
-                cbar_kws={"label": "score (accuracy; other metrics: min–max within column, best = 1)"})
+                cbar_kws={"label": "accuracy, or min–max scaled (best = 1)"})
     ax.set_facecolor("0.92")
+    ax.grid(False)
     if len(fails):
         fails = fails.assign(row=label(fails))
         for (row, task), g in fails.groupby(["row", "task"]):
@@ -261,7 +270,9 @@ def accuracy_heatmap(df: pd.DataFrame, palette: Mapping[str, Color] | None = Non
     ax.set_ylabel("model")
     ax.set_title("best score per model and task (best lr, trained length)")
     return _finish(fig, df[df["measure"] == "accuracy"],
-                   "Best score per model × task at the best learning rate; grey = no score")
+                   "Best score per model × task at the best learning rate. Colour: the accuracy, or for error "
+                   "metrics (mse, nmse, bits/char) the min–max scaled score within the column, best = 1; "
+                   "grey = no score")
 
 
 @_themed
@@ -396,37 +407,38 @@ def throughput_scaling(df: pd.DataFrame, palette: Mapping[str, Color] | None = N
     if rows.empty:
         raise NoData("no throughput rows (metric tokens_per_s with seq_len)")
     rows = rows.assign(mode=rows["mode"].fillna("unspecified"))
+    modes = _mode_panels(rows)
+    batches = {m: tables.reference_batch_size(rows[rows["mode"] == m]) for m in modes}
+    rows = rows[[b is None or bs == b for b, bs in zip(rows["mode"].map(batches), rows["batch_size"])]]
     fits = tables.scaling_exponents(rows)
     vcols, styles = _styles(df)
+    exps: dict[tuple, dict[str, float]] = {}
+    for r in fits.itertuples(index=False):
+        exps.setdefault((r.model, *(str(getattr(r, c)) for c in vcols)), {})[r.mode] = r.exponent
+    labels = {key: f"{tables.series_label(key[0], key[1:])}  k=" + " / ".join(
+        f"{k[m]:.2f}" if m in k else "–" for m in modes) for key, k in exps.items()}
     fails = tables.failures(df)
-    fails = fails[fails["measure"] == "throughput"]
-    modes = _mode_panels(rows)
-    fig, axes = _grid(1, len(modes), legend=False)
-    notes, n_failed = [], 0
+    fails = fails[(fails["measure"] == "throughput") & fails["seq_len"].notna()]
+    fig, axes = _grid(1, len(modes), legend=True)
+    notes, failed = [], set()
     for ax, mode in zip(axes.flat, modes):
-        g = rows[rows["mode"] == mode]
-        batch = tables.reference_batch_size(g)
-        g = g[g["batch_size"] == batch] if batch is not None else g
-        fit = fits[(fits["mode"] == mode) & ((fits["batch_size"] == batch) if batch is not None else True)]
-        labels = {}
-        for r in fit.itertuples(index=False):
-            variant = tuple(str(getattr(r, c)) for c in vcols)
-            labels[(r.model, *variant)] = f"{tables.series_label(r.model, variant)}  k={r.exponent:.2f}"
-        _plot_lines(ax, g, "seq_len", palette, vcols, styles, labels)
+        batch = batches[mode]
+        _plot_lines(ax, rows[rows["mode"] == mode], "seq_len", palette, vcols, styles, labels)
         f = fails[(fails["mode"].isna() | (fails["mode"] == mode))
                   & (fails["batch_size"].isna() | (fails["batch_size"] == batch))]
-        n_failed += _mark_failures(ax, f, palette)
+        _mark_failures(ax, f, palette)
+        failed |= set(f.index)
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
         ax.set_title(f"{mode} (batch_size {batch:g})" if batch is not None else mode)
         ax.set_xlabel("seq_len")
         ax.set_ylabel("tokens/s")
-        ax.legend(fontsize=6.5, loc="best", title="model  scaling exponent k", title_fontsize=6.5)
         notes.append(f"{mode}: batch_size {batch:g}" if batch is not None else mode)
-    note = ("Throughput against seq_len (log–log). k = slope of log(time per sequence) vs log(seq_len): "
-            "≈1 linear, ≈2 quadratic. " + "; ".join(notes))
-    if n_failed:
-        note += f". × = {n_failed} failed cell(s), see the failures table"
+    _legend(fig, axes, title="model  k = " + " / ".join(modes))
+    note = ("Throughput against seq_len (log–log). k = scaling exponent, the slope of log(time per sequence) "
+            "against log(seq_len): ≈1 linear, ≈2 quadratic. " + "; ".join(notes))
+    if failed:
+        note += f". × = {len(failed)} failed cell(s), see the failures table"
     return _finish(fig, pd.concat([rows, df[df["measure"] == "throughput"]]), note)
 
 
@@ -452,7 +464,7 @@ def memory_scaling(df: pd.DataFrame, palette: Mapping[str, Color] | None = None)
     fails = tables.failures(df)
     fails = fails[fails["measure"] == "memory"]
     fig, axes = _grid(1, len(panels))
-    notes, n_failed = [], 0
+    notes, failed = [], set()
     for ax, (name, g) in zip(axes.flat, panels):
         batch = tables.reference_batch_size(g)
         g = g[g["batch_size"] == batch] if batch is not None else g
@@ -460,7 +472,8 @@ def memory_scaling(df: pd.DataFrame, palette: Mapping[str, Color] | None = None)
         if name != "state (analytic)":
             f = fails[(fails["mode"].isna() | (fails["mode"] == name))
                       & (fails["batch_size"].isna() | (fails["batch_size"] == batch))]
-            n_failed += _mark_failures(ax, f, palette)
+            _mark_failures(ax, f, palette)
+            failed |= set(f[f["seq_len"].notna()].index)
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
         ax.set_title(f"{name} (batch_size {batch:g})" if batch is not None else name)
@@ -469,8 +482,8 @@ def memory_scaling(df: pd.DataFrame, palette: Mapping[str, Color] | None = None)
         notes.append(f"{name}: batch_size {batch:g}" if batch is not None else name)
     _legend(fig, axes)
     note = "Peak memory against seq_len (log–log). " + "; ".join(notes)
-    if n_failed:
-        note += f". × = {n_failed} failed cell(s), see the failures table"
+    if failed:
+        note += f". × = {len(failed)} failed cell(s), see the failures table"
     return _finish(fig, pd.concat([peak, state, df[df["measure"] == "memory"]]), note)
 
 
@@ -490,6 +503,7 @@ def latency_vs_position(df: pd.DataFrame, palette: Mapping[str, Color] | None = 
     fig, axes = _grid(1, 1)
     ax = axes[0, 0]
     _plot_lines(ax, rows, "position", palette, vcols, styles)
+    _log_x_if_wide(ax, rows["position"])
     if rows["value"].min() > 0 and rows["value"].max() / rows["value"].min() >= 10:
         ax.set_yscale("log")
     ax.set_xlabel("position in the stream (tokens)")
@@ -564,10 +578,10 @@ def accuracy_vs_throughput(df: pd.DataFrame, palette: Mapping[str, Color] | None
         ls, _ = styles.get(tuple(str(v) for v in (variant if isinstance(variant, tuple) else (variant,))),
                            ("-", "o"))
         ax.plot(front["tokens_per_s"], front["accuracy"], color="0.2", linestyle=ls, linewidth=1,
-                drawstyle="steps-post", zorder=2, label="Pareto front" if not vcols else None)
+                drawstyle="steps-pre", zorder=2, label="Pareto front" if not vcols else None)
     ax.set_xscale("log")
     ax.set_xlabel("inference tokens/s")
-    ax.set_ylabel("mean best accuracy over tasks")
+    ax.set_ylabel("mean best accuracy")
     ax.set_title("accuracy against throughput")
     _legend(fig, axes)
     shapes = "; ".join(f"{r}: batch_size {g['batch_size'].iloc[0]:g}, seq_len {g['seq_len'].iloc[0]:g}"

@@ -68,6 +68,17 @@ class Section:
     items: list[Any] = field(default_factory=list)  # FigureSpec | TableSpec | str
 
 
+def _compact(make: Callable[[pd.DataFrame], pd.DataFrame]) -> Callable[[pd.DataFrame], pd.DataFrame]:
+    """`make`, without the run and dtype columns where the report has a single one of each."""
+
+    def table(df: pd.DataFrame) -> pd.DataFrame:
+        out = make(df)
+        varying = tables.variant_columns(tables.tidy(df))
+        return out.drop(columns=[c for c in ("run", "dtype") if c in out.columns and c not in varying])
+
+    return table
+
+
 SECTIONS = (
     Section("Accuracy", [
         FigureSpec("accuracy_heatmap", "Best score per model and task", plots.accuracy_heatmap),
@@ -80,7 +91,7 @@ SECTIONS = (
     Section("Speed and memory", [
         FigureSpec("throughput_scaling", "Throughput against sequence length", plots.throughput_scaling),
         TableSpec("scaling_exponents", "Scaling exponents (time per sequence ∝ seq_len^k)",
-                  tables.scaling_exponents, "no model has tokens_per_s at two or more seq_len"),
+                  _compact(tables.scaling_exponents), "no model has tokens_per_s at two or more seq_len"),
         FigureSpec("memory_scaling", "Peak memory against sequence length", plots.memory_scaling),
         TableSpec("speed_memory", "Speed and memory", tables.speed_memory,
                   "no tokens_per_s, peak_bytes, achieved_flops or mfu rows"),
@@ -88,7 +99,8 @@ SECTIONS = (
         FigureSpec("latency_percentiles", "Streaming latency percentiles", plots.latency_percentiles),
         TableSpec("latency", "Streaming latency", tables.latency, "no latency percentile rows"),
         FigureSpec("accuracy_vs_throughput", "Accuracy against throughput", plots.accuracy_vs_throughput),
-        TableSpec("accuracy_throughput", "Accuracy against throughput (Pareto front)", tables.accuracy_throughput,
+        TableSpec("accuracy_throughput", "Accuracy against throughput (Pareto front)",
+                  _compact(tables.accuracy_throughput),
                   "needs both accuracy scores and inference tokens_per_s"),
     ]),
     Section("Models", [
@@ -263,7 +275,8 @@ nav ul{list-style:none;padding-left:0;columns:2}nav li.l3{padding-left:1.2em;fon
 figure{margin:1.2em 0}figure img{max-width:100%;height:auto;border:1px solid #eee}
 figcaption{font-size:.85em;color:#555;margin-top:.3em}
 .scroll{overflow-x:auto}table.table{border-collapse:collapse;font-size:.85em;margin:.5em 0}
-table.table th,table.table td{border:1px solid #ddd;padding:.25em .6em;text-align:right;white-space:nowrap}
+table.table th,table.table td{border:1px solid #ddd;padding:.25em .6em;text-align:right}
+table.table th{white-space:nowrap}table.table td{max-width:48em}
 table.table th{background:#f5f5f5}table.table td:first-child{text-align:left}
 p.omitted{color:#8a6d3b;background:#fcf8e3;padding:.4em .7em;border-left:3px solid #f0ad4e}
 p.failed{color:#a94442;background:#f2dede;padding:.4em .7em;border-left:3px solid #d9534f}

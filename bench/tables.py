@@ -309,12 +309,14 @@ def latency(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def static(df: pd.DataFrame) -> pd.DataFrame:
-    """Parameters, analytic FLOPs per token, state bytes per (run, model, seq_len); the matmul ceiling."""
+    """Parameters, analytic FLOPs per token, state bytes per (run, model, seq_len); the matmul ceiling (TFLOP/s)."""
     metrics = ["params", "flops_per_token", "state_bytes", "matmul_flops_ceiling"]
     rows = ok(df)
     rows = rows[rows["metric"].isin(metrics) & rows["mode"].isna() & (rows["measure"] != "memory")]
+    rows = rows.assign(value=rows["value"] * np.where(rows["metric"] == "matmul_flops_ceiling", 1e-12, 1.0))
     keys = ["run", "model", "dtype", "seq_len"]
-    wide = _pivot_metrics(rows, keys, {(m, None): m for m in metrics})
+    names = {(m, None): m for m in metrics} | {("matmul_flops_ceiling", None): "matmul_tflops_ceiling"}
+    wide = _pivot_metrics(rows, keys, names)
     return wide[_shown(df, keys) + [c for c in wide.columns if c not in keys]] if len(wide) else wide
 
 

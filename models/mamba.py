@@ -38,13 +38,17 @@ from typing import Any, Literal
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.autograd.function import once_differentiable
 
 from models.base import BackboneModel, Mixer, ModelConfig
 from models.config import ConfigError
 from models.registry import register
 
 INSTALL_HINT = "pip install 'seqbench[mamba]'  (mamba-ssm and causal-conv1d; needs a CUDA GPU)"
-SCAN_CHUNK = 32  # time steps per chunk of the reference scan (measured fastest on a 2-core CPU)
+# The reference scan works on time chunks of about this many (B, E, N) elements per buffer, so a
+# chunk's buffers stay in L2 cache: 2**18 fp32 = 1 MiB, i.e. 8 steps at B=8, E=256, N=16, which
+# measured fastest there on a 2-core Xeon (8 > 4, 16 > 32 > 64 > 128 steps; scripts/bench_mamba_scan.py).
+SCAN_CHUNK_ELEMS = 2**18
 
 
 class MambaBackendError(RuntimeError):
@@ -139,6 +143,7 @@ class SelectiveScan(torch.autograd.Function):
         return ys.transpose(0, 1)  # (B, T, E)
 
     @staticmethod
+    @once_differentiable
     def backward(ctx: Any, gy: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         xs, ds, A, Bs, Cs, h0s = ctx.saved_tensors
         L = ctx.chunk_size
@@ -163,20 +168,23 @@ class SelectiveScan(torch.autograd.Function):
             gdA = dA.mul_(g)
             gdA[1:].mul_(hs[:-1])
             gdA[0].mul_(h0s[c])
-            gA += torch.einsum("lben,lbe->en", gdA, d)
+            gA += (gdA * d.unsqueeze(-1)).sum((0, 1))
             gdx = (g @ Bm.unsqueeze(-1)).squeeze(-1)  # dL/d(Δx): (L, B, E)
             gB[sl] = (g.transpose(-1, -2) @ (d * x).unsqueeze(-1)).squeeze(-1)  # (L, B, N)
-            gd[sl] = torch.einsum("lben,en->lbe", gdA, A) + gdx * x
+            gd[sl] = (gdA * A).sum(-1) + gdx * x
             gx[sl] = gdx * d
         return gx.transpose(0, 1), gd.transpose(0, 1), gA, gB.transpose(0, 1), gC.transpose(0, 1), None
 
 
 def selective_scan(x: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, Bm: torch.Tensor, Cm: torch.Tensor,
-                   chunk_size: int = SCAN_CHUNK) -> torch.Tensor:
+                   chunk_size: int | None = None) -> torch.Tensor:
     """Reference selective scan, y_t = C_t · h_t with h_t = exp(Δ_t A) h_{t-1} + Δ_t B_t x_t.
 
     x, delta: (B, T, E); A: (E, N); Bm, Cm: (B, T, N) -> y (B, T, E). Any T >= 1.
+    chunk_size: time steps per chunk; None sizes chunks to SCAN_CHUNK_ELEMS.
     """
+    if chunk_size is None:
+        chunk_size = max(1, min(64, SCAN_CHUNK_ELEMS // (x.shape[0] * x.shape[2] * A.shape[1])))
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
     return SelectiveScan.apply(x, delta, A, Bm, Cm, chunk_size)
@@ -242,6 +250,10 @@ class MambaMixer(Mixer):
         """The scan that forward runs for this module's current device: 'mamba_ssm' or 'reference'."""
         return "mamba_ssm" if self._use_mamba_ssm(self.A_log.device) else "reference"
 
+    def _A(self) -> torch.Tensor:
+        """A = -exp(A_log), (E, N), in at least fp32 (as mamba_simple keeps it)."""
+        return -torch.exp(self.A_log.to(torch.promote_types(self.A_log.dtype, torch.float32)))
+
     # -- forward
 
     def forward(self, u: torch.Tensor) -> torch.Tensor:
@@ -257,8 +269,7 @@ class MambaMixer(Mixer):
         x = F.silu(x)
         dt, Bm, Cm = self.x_proj(x).split([self.dt_rank, self.d_state, self.d_state], dim=-1)
         delta = F.softplus(self.dt_proj(dt))  # (B, T, E)
-        A = -torch.exp(self.A_log.float())  # (E, N)
-        y = selective_scan(x, delta, A.to(x.dtype), Bm, Cm)  # (B, T, E)
+        y = selective_scan(x, delta, self._A().to(x.dtype), Bm, Cm)  # (B, T, E)
         y = (y + x * self.D) * F.silu(z)
         return self.out_proj(y)
 
@@ -266,7 +277,7 @@ class MambaMixer(Mixer):
         kernels = _mamba_ssm_kernels()[0]
         T = u.shape[1]
         xz = self.in_proj(u).transpose(1, 2).contiguous()  # (B, 2E, T), the kernels' layout
-        A = -torch.exp(self.A_log.float())  # (E, N)
+        A = self._A()  # (E, N)
         if kernels["causal_conv1d_fn"] is not None:  # the fused path of mamba_simple
             return kernels["mamba_inner_fn"](
                 xz, self.conv1d.weight, self.conv1d.bias, self.x_proj.weight, self.dt_proj.weight,
@@ -299,7 +310,7 @@ class MambaMixer(Mixer):
         x = F.silu((conv_state * self.conv1d.weight.squeeze(1)).sum(-1) + self.conv1d.bias)  # (B, E)
         dt, Bm, Cm = self.x_proj(x).split([self.dt_rank, self.d_state, self.d_state], dim=-1)
         delta = F.softplus(self.dt_proj(dt))  # (B, E)
-        A = -torch.exp(self.A_log.float()).to(x.dtype)  # (E, N)
+        A = self._A().to(x.dtype)  # (E, N)
         ssm_state = torch.exp(delta.unsqueeze(-1) * A) * ssm_state + (delta * x).unsqueeze(-1) * Bm.unsqueeze(1)
         y = (ssm_state @ Cm.unsqueeze(-1)).squeeze(-1) + self.D * x  # (B, E)
         return self.out_proj(y * F.silu(z)), (conv_state, ssm_state)

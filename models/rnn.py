@@ -8,8 +8,13 @@ LSTM on CPU, aten's native loop for GRU/RNN on CPU), one single-layer module per
 
 The plain stack is a BackboneModel with residual=False rather than one multi-layer
 nn.LSTM: at B=16, T=256, D=128, L=2 on the 2-core CPU the two forms measured the same
-(LSTM 16.6 vs 16.4 ms, GRU 24.3 vs 23.9 ms per forward, inside noise), so the uniform
-one-mixer-per-block structure costs nothing.
+(one multi-layer call vs L single-layer calls, inference: LSTM 16.6 vs 16.4 ms, GRU 24.3 vs
+23.9 ms wall at 2 threads; LSTM 17.6 vs 18.1 ms CPU time at 1 thread, all inside noise), so
+the uniform one-mixer-per-block structure costs nothing (scripts/bench_rnn_wrapper.py).
+
+`impl` is decided from the parameters' device and dtype when read: "cudnn" (CUDA, cuDNN
+enabled), "torch-cuda" (CUDA without it), "onednn" (an LSTM on CPU in a dtype oneDNN takes),
+else "torch-cpu".
 
 Bidirectional layers run both directions (hidden size D each) and project the
 concatenated outputs back to the residual width: y = W_o [h_fwd; h_bwd], W_o (D, 2D), no
@@ -30,7 +35,6 @@ mixers add no extra_flops_per_token.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 from torch import nn
@@ -154,9 +158,9 @@ class GRU(RecurrentModel):
     """GRU stack."""
 
 
-def state_dict_from_stacked(model: RecurrentModel, stacked: nn.RNNBase) -> dict[str, Any]:
-    """The mixer weights of `model` (residual=False, unidirectional) from one multi-layer
-    nn.RNN/LSTM/GRU of the same size: layer k's `weight_ih_lk` becomes blocks.k.mixer.rnn.weight_ih_l0."""
+def state_dict_from_stacked(stacked: nn.RNNBase) -> dict[str, torch.Tensor]:
+    """Mixer weights for a unidirectional model of this family from one multi-layer
+    nn.RNN/LSTM/GRU of the same size: its `weight_ih_lk` becomes blocks.k.mixer.rnn.weight_ih_l0."""
     out = {}
     for k in range(stacked.num_layers):
         for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):

@@ -12,11 +12,19 @@ equal before anything is timed. Goal: overhead < 5%.
 On a machine shared with other jobs, wall-clock samples mostly measure preemption; with
 --threads 1 --clock cpu each sample is the process's CPU time (time.process_time), which
 preemption does not inflate. tokens/s is then per CPU-second of one thread.
+
+glibc's malloc hands large blocks (the (B, T, 4D) gate buffers) to mmap below a threshold
+that it raises on the fly, so whichever model happens to run first can pay page faults on
+every call for the whole run (measured: the bare LSTM 21% slower than the wrapper when
+timed first, equal when timed second). The script fixes the threshold (mallopt) before
+timing, so both models allocate from the heap; --keep-malloc leaves glibc's default.
 """
 
 from __future__ import annotations
 
 import argparse
+import ctypes
+import ctypes.util
 import statistics
 import time
 import timeit
@@ -47,10 +55,24 @@ def build_pair(family: str, args: argparse.Namespace, device: torch.device) -> t
     wrapped = models.build(family, vocab_size=args.vocab_size, d_model=args.d_model,
                            n_layers=args.n_layers, residual=False)
     bare = Bare(family, args.vocab_size, args.d_model, args.n_layers)
-    weights = {**state_dict_from_stacked(wrapped, bare.rnn),
+    weights = {**state_dict_from_stacked(bare.rnn),
                "embed.weight": bare.embed.weight, "head.weight": bare.head.weight, "head.bias": bare.head.bias}
     wrapped.load_state_dict(weights)
     return wrapped.to(device).eval(), bare.to(device).eval()
+
+
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc mallopt parameters (malloc.h)
+
+
+def pin_glibc_malloc(threshold: int = 32 << 20) -> bool:
+    """Serve blocks below `threshold` from the heap and never trim it; False if not glibc."""
+    name = ctypes.util.find_library("c")
+    if name is None:
+        return False
+    libc = ctypes.CDLL(name)
+    if not hasattr(libc, "mallopt"):
+        return False
+    return bool(libc.mallopt(M_MMAP_THRESHOLD, threshold)) and bool(libc.mallopt(M_TRIM_THRESHOLD, 1 << 30))
 
 
 CLOCKS = {"wall": timeit.default_timer, "cpu": time.process_time}
@@ -84,14 +106,17 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--clock", choices=sorted(CLOCKS), default="wall",
                    help="wall clock, or process CPU time (use with --threads 1 on a busy machine)")
+    p.add_argument("--keep-malloc", action="store_true", help="leave glibc's dynamic mmap threshold on")
     p.add_argument("--min-run-time", type=float, default=1.0, help="seconds per blocked_autorange")
     args = p.parse_args()
     if args.threads is not None:
         torch.set_num_threads(args.threads)
+    pinned = False if args.keep_malloc else pin_glibc_malloc()
     device = torch.device(args.device)
     B, T = args.batch_size, args.seq_len
     print(f"torch {torch.__version__}, device {device}, threads {torch.get_num_threads()}, "
-          f"B={B} T={T} D={args.d_model} L={args.n_layers} V={args.vocab_size}, rounds {args.rounds}, clock {args.clock}")
+          f"B={B} T={T} D={args.d_model} L={args.n_layers} V={args.vocab_size}, rounds {args.rounds}, clock {args.clock}, "
+          f"malloc {'pinned' if pinned else 'default'}")
     rows = []
     for family in args.families:
         wrapped, bare = build_pair(family, args, device)

@@ -1,6 +1,6 @@
 """Batch generation cost of every registered task, next to one training step of a small LSTM.
 
-    python scripts/bench_task_generation.py [--batch-size 32] [--reps 10] [--threads N]
+    python scripts/bench_task_generation.py [--batch-size 32] [--reps 10] [--threads N] [--flush-denormal]
 
 For each task at its default params and seq_len (the quick-suite sizes): the
 median ms of `task.batch(batch_size, seed=i, split="train")` over fresh seeds,
@@ -10,6 +10,12 @@ models.build("lstm", d_model=64, n_layers=2) on that batch. Generation should
 be a small fraction of the step. A second table times generation alone at
 long test lengths (the extrapolation sizes). Real tasks whose data package is
 missing are listed as skipped.
+
+On CPU, tasks scored at one position (induction_heads, long_range_recall)
+send tiny gradients back through time that become denormal floats, which
+slows the LSTM backward about 10x; --flush-denormal (torch.set_flush_denormal)
+shows the step without that effect. On a shared CPU, --threads 1 avoids
+OpenMP oversubscription.
 """
 
 from __future__ import annotations
@@ -86,10 +92,14 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--reps", type=int, default=10)
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
+    parser.add_argument("--flush-denormal", action="store_true", help="torch.set_flush_denormal(True)")
     args = parser.parse_args()
     if args.threads is not None:
         torch.set_num_threads(args.threads)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, batch_size {args.batch_size}, "
+    if args.flush_denormal:
+        torch.set_flush_denormal(True)
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, flush_denormal {args.flush_denormal}, "
+          f"batch_size {args.batch_size}, "
           f"median of {args.reps}; LSTM = models.build('lstm', d_model=64, n_layers=2), AdamW")
     print()
     header = f"{'task':<26} {'seq_len':>7} {'first ms':>9} {'gen ms':>8} {'LSTM step ms':>13} {'gen/step':>9}"

@@ -32,7 +32,12 @@ output there has read exactly the expression and a pooled (B, C) output is place
 there by the shared scorer. meta["length"] (B,) holds the expression lengths.
 Metric: sequence_accuracy (one scored position per sequence). chance() is the
 accuracy of the best constant predictor (the most frequent label), estimated once
-from 2000 samples with a fixed seed and cached; the labels are far from uniform.
+from 2000 samples with a fixed seed and cached (about 0.17, +-0.01); the labels are far
+from uniform (0 and 9 are the most common).
+
+Cost: expressions are grown one by one in Python, about 12 ms of CPU time per batch of 32
+at seq_len 512 (lengths 128..512) and 14 ms at LRA's 501..1999, against ~300 ms for one
+training step of a one-layer d_model=64 LSTM on that batch (2-core CPU, one thread).
 
 Worked example (seq_len=12): "[MAX 2 9 [MIN 4 7 ] 0 ]" = max(2, 9, min(4, 7), 0) = 9
 (LRA's string: "( ( ( ( ( [MAX 2 ) 9 ) ( ( ( [MIN 4 ) 7 ) ] ) ) 0 ) ] )")

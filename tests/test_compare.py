@@ -324,3 +324,29 @@ def test_registered_in_seqbench_cli(tmp_path: Path, base: Path, capsys) -> None:
     cur = write_run(tmp_path / "cur", _rows(1, tp_lstm=700.0))
     assert main(["compare", str(base), str(cur)]) == 1
     assert main(["compare", str(base), str(tmp_path / "nope")]) == 2
+
+
+def test_machine_wide_drift_is_warned(tmp_path: Path, capsys) -> None:
+    def rows(seed: int, factor: float) -> list[dict]:
+        return [_row(f"tp_m{i}", "tokens_per_s", 1000.0 * factor, _samples(seed + i, 1000.0 * factor))
+                for i in range(6)]
+    b = write_run(tmp_path / "b", rows(0, 1.0))
+    code, doc = compare_json(capsys, b, write_run(tmp_path / "c", rows(10, 0.8)))
+    assert code == 1 and any("moved the same way" in w for w in doc["warnings"])
+    code, doc = compare_json(capsys, b, write_run(tmp_path / "c2", rows(20, 1.0)))
+    assert code == 0 and not any("moved the same way" in w for w in doc["warnings"])
+
+
+def test_pooled_regression_must_show_in_every_pair(tmp_path: Path, capsys) -> None:
+    b1, b2 = write_run(tmp_path / "b1", _rows(0)), write_run(tmp_path / "b2", _rows(1))
+    slow = [_row("tp_lstm", "tokens_per_s", 700.0, _samples(7, 700.0, n=30), batch_size=8, seq_len=64,
+                 mode="inference")] + _rows(2)[1:]
+    c1 = write_run(tmp_path / "c1", slow)  # a load spike: 30 slow samples
+    c2 = write_run(tmp_path / "c2", _rows(3, tp_lstm=950.0))  # the second pair sees -5% only
+    code, doc = compare_json(capsys, f"{b1},{b2}", f"{c1},{c2}")
+    c = next(c for c in doc["comparisons"] if c["cell_id"] == "tp_lstm")
+    assert c["change"] < -0.25  # the pooled medians alone would call it a regression
+    assert (code, c["verdict"]) == (0, "inconclusive") and "every interleaved pair" in c["note"]
+    c2b = write_run(tmp_path / "c2b", _rows(3, tp_lstm=700.0))
+    code, doc = compare_json(capsys, f"{b1},{b2}", f"{c1},{c2b}")
+    assert code == 1

@@ -198,28 +198,37 @@ def test_accuracy_skips_an_encoder_decoder_without_a_source_split():
 # --- throughput ---------------------------------------------------------------------
 
 
+# The machine is shared: the scheduler hands the core to other processes for slices of a few
+# ms, so a sample that spans slices is slowed by their share. Short samples (~2 ms) often fit
+# in one slice; the timing tests take short samples on both sides, interleave the sides three
+# times and compare their fastest samples, the least disturbed ones.
+
+
 def _independent_tokens_per_s(model, mode: str, batch_size: int, seq_len: int, calls: int) -> float:
+    """Best of 7 samples of `calls` back-to-back calls, timed with perf_counter here."""
     fn = workload_fn(model, mode, random_batch(model, batch_size, seq_len, CPU))
     for _ in range(3):
         fn()
     times = []
-    for _ in range(5):
+    for _ in range(7):
         t0 = time.perf_counter()
         for _ in range(calls):
             fn()
         times.append((time.perf_counter() - t0) / calls)
-    return batch_size * seq_len / float(np.median(times))
+    return batch_size * seq_len / min(times)
 
 
 @pytest.mark.parametrize("mode", ["inference", "training"])
 def test_throughput_agrees_with_an_independent_clock(mode):
-    settings = {"modes": [mode], "warmup": 2, "repeats": 5, "min_time_s": 0.02}
+    settings = {"modes": [mode], "warmup": 2, "repeats": 7, "min_time_s": 0.002}
     ctx = make_ctx("throughput", batch_size=4, seq_len=32, settings=settings, d_model=32)
-    rows = run(ctx)
-    (tps,) = pick(rows, "tokens_per_s", mode=mode)
-    assert tps["value"] == pytest.approx(np.median(tps["samples"])) and len(tps["samples"]) == 5
-    reference = _independent_tokens_per_s(ctx.build_model(), mode, 4, 32, calls=10)
-    assert 0.5 < tps["value"] / reference < 2.0, (tps["value"], reference)
+    harness, reference = [], []
+    for _ in range(3):
+        (tps,) = pick(run(ctx), "tokens_per_s", mode=mode)
+        assert tps["value"] == pytest.approx(np.median(tps["samples"])) and len(tps["samples"]) == 7
+        harness += tps["samples"]
+        reference.append(_independent_tokens_per_s(ctx.build_model(), mode, 4, 32, calls=tps["stats"]["inner"]))
+    assert 0.5 < max(harness) / max(reference) < 2.0, (harness, reference)
 
 
 def test_throughput_flops_and_mfu_follow_their_definitions():
@@ -237,11 +246,13 @@ def test_throughput_flops_and_mfu_follow_their_definitions():
 
 
 def test_slowdown_fault_halves_tokens_per_s():
-    settings = {"modes": ["inference"], "warmup": 2, "repeats": 5, "min_time_s": 0.02}
-    fast = pick(run(make_ctx("throughput", batch_size=4, seq_len=32, settings=settings, d_model=32)), "tokens_per_s")
-    slow = pick(run(make_ctx("throughput", batch_size=4, seq_len=32, settings=settings, d_model=32,
-                             faults={"slowdown": 2.0})), "tokens_per_s")
-    assert 0.3 < slow[0]["value"] / fast[0]["value"] < 0.75
+    settings = {"modes": ["inference"], "warmup": 2, "repeats": 7, "min_time_s": 0.002}
+    fast, slow = [], []
+    for _ in range(3):
+        for faults, out in (({}, fast), ({"slowdown": 2.0}, slow)):
+            ctx = make_ctx("throughput", batch_size=4, seq_len=32, settings=settings, d_model=32, faults=faults)
+            out += pick(run(ctx), "tokens_per_s")[0]["samples"]
+    assert 0.35 < max(slow) / max(fast) < 0.7, (slow, fast)
 
 
 # --- latency ------------------------------------------------------------------------

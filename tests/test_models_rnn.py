@@ -134,7 +134,8 @@ def test_plain_stack_equals_bare_torch_stack(family: str) -> None:
     V, D, L = 10, 16, 3
     m = models.build(family, vocab_size=V, d_model=D, n_layers=L, residual=False).eval()
     bare = BARE[family](D, D, L, batch_first=True).eval()
-    m.load_state_dict(state_dict_from_stacked(m, bare), strict=False)
+    loaded = m.load_state_dict(state_dict_from_stacked(bare), strict=False)
+    assert not loaded.unexpected_keys and all(k.startswith(("embed", "head")) for k in loaded.missing_keys)
     x = torch.randint(0, V, (4, 12))
     with torch.no_grad():
         ref = m.head(bare(m.embed(x))[0])

@@ -76,18 +76,27 @@ def test_oracle_scores_100_percent(name: str, seq_len: int | None) -> None:
         assert result["token_accuracy"] == 1.0
 
 
+@pytest.fixture
+def one_thread():
+    """The scorer's cross-entropy over (B, T, C) is faster single-threaded on a shared 2-core box."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.mark.parametrize("name", NAMES)
-@pytest.mark.parametrize("seq_len", [None, 200])
-def test_constant_predictor_scores_stated_chance(name: str, seq_len: int | None) -> None:
+@pytest.mark.parametrize("seq_len", [None, 120])
+def test_constant_predictor_scores_stated_chance(name: str, seq_len: int | None, one_thread: None) -> None:
     task = tasks.build(name, seq_len=40)
     C = task.n_outputs
     correct = np.zeros(C)
     total = 0
-    for seed in range(12):
+    for seed in range(10):
         batch = task.batch(512, seq_len=seq_len, seed=seed)
         for c in range(C):
-            out = torch.zeros(batch.batch_size, batch.seq_len, C)
-            out[..., c] = 1.0
+            out = torch.zeros(batch.batch_size, C)  # pooled (B, C): the scorer puts it at the label
+            out[:, c] = 1.0
             correct[c] += task.score(out, batch)[task.metric] * batch.batch_size
         total += batch.batch_size
     best = correct.max() / total

@@ -115,45 +115,47 @@ def accuracy(ctx: MeasureContext) -> list[dict]:
     seed = ctx.cell.seed
 
     probe = task.batch(1, seed=0, split="eval")
-    models_, results = [], []
+    held_out: dict[int, list] = {}  # eval_seq_len -> batches, shared by every lr
+
+    def batches_at(n: int) -> list:
+        if n not in held_out:
+            held_out[n] = eval_batches(task, batch_size=eval_bs, n_batches=n_eval, seq_len=n, seed=seed,
+                                       device=ctx.device)
+        return held_out[n]
+
+    results: list[TrainResult] = []
+    scores: list[list[tuple[float, int, dict[str, Any]]]] = []  # per lr: (factor, eval_seq_len, score)
     for i, lr in enumerate(lrs):
         model = ctx.build_model()
         if getattr(model, "needs_src_len", False) and probe.src_len is None:
             raise Skip(f"{model.family} is an encoder-decoder model; task {task.name!r} needs a source/target split")
-        ts = train_settings(s, seed, lr, train_len)
-        batches = eval_batches(task, batch_size=eval_bs, n_batches=n_eval, seq_len=train_len, seed=seed,
-                               device=ctx.device)
         ctx.progress(f"lr {lr:g} ({i + 1}/{len(lrs)})")
-        result = train(model, task, ts, ctx.device, eval_fn=lambda m, b=batches: evaluate(m, task, b),
-                       progress=ctx.progress)
-        models_.append(model)
+        result = train(model, task, train_settings(s, seed, lr, train_len), ctx.device,
+                       eval_fn=lambda m: evaluate(m, task, batches_at(train_len)), progress=ctx.progress)
+        at_lengths = [(1.0, train_len, result.final)]
+        for factor, n in eval_lengths(task, model, train_len, list(s["length_factors"]))[1:]:
+            ctx.progress(f"lr {lr:g}: eval at seq_len {n}")
+            at_lengths.append((float(factor), n, evaluate(model, task, batches_at(n))))
         results.append(result)
+        scores.append(at_lengths)
+        del model
 
-    finals = [r.final.get(key, math.nan) for r in results]
     best = 0
     for i in range(1, len(lrs)):
-        if _better(finals[i], finals[best], higher):
+        if _better(results[i].final.get(key, math.nan), results[best].final.get(key, math.nan), higher):
             best = i
 
     def acc_value(v: float) -> float:
         return v - drop if name == "accuracy" else v
 
     rows: list[dict] = []
-    for i, (lr, model, result) in enumerate(zip(lrs, models_, results)):
-        common = {"lr": float(lr), "best": i == best}
-        for factor, n in eval_lengths(task, model, train_len, list(s["length_factors"])):
-            if factor == 1:
-                score = result.final
-            else:
-                ctx.progress(f"lr {lr:g}: eval at seq_len {n}")
-                batches = eval_batches(task, batch_size=eval_bs, n_batches=n_eval, seq_len=n, seed=seed,
-                                       device=ctx.device)
-                score = evaluate(model, task, batches)
-            at = {**common, "eval_seq_len": n, "length_factor": float(factor), "step": result.steps_done,
-                  "split": "eval"}
+    for i, (lr, result) in enumerate(zip(lrs, results)):
+        for factor, n, score in scores[i]:
+            at = {"lr": float(lr), "best": i == best, "eval_seq_len": n, "length_factor": factor,
+                  "step": result.steps_done, "split": "eval"}
             rows.append(row(name, acc_value(score[key]), **at))
             rows.append(row("eval_loss", score["loss"], **at))
-            if factor == 1:
+            if factor == 1.0:
                 for d, acc in score.get("by_distance", {}).items():
                     rows.append(row("accuracy", acc_value(acc), distance=int(d), **at))
         rows.extend(curve_rows(name, key, result, float(lr), train_len, acc_value))
