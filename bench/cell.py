@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 import time
 import traceback
 from typing import Any, Callable
@@ -148,8 +149,9 @@ def run_cell(cell: Cell, base: dict[str, Any], faults: dict[str, Any] | None = N
         row.update(facts)
         row.update(status="ok", error=None, wall_s=wall)
         row.update(r)
-        if row["batch_size"] is None and task is not None:
-            row["batch_size"] = cell.settings.get("batch_size")
+        if row["batch_size"] is None:
+            defaults = getattr(sys.modules.get(f"bench.measures.{cell.measure}"), "DEFAULTS", {})
+            row["batch_size"] = cell.settings.get("batch_size", defaults.get("batch_size"))
         if row["seq_len"] is None and task is not None:
             row["seq_len"] = task.seq_len
         out.append(row)

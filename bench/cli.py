@@ -162,6 +162,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("seqbench: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `seqbench compare … | head`: the reader left; not an error of ours
+        sys.stderr.close()
+        return EXIT_OK
 
 
 if __name__ == "__main__":

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import copy
 import difflib
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -313,6 +314,11 @@ def validate(doc: Any, fname: str, lines: dict[tuple, int] | None = None) -> Sui
         if m not in MEASURES:
             raise w.error(("measures", m), f"unknown measure{_hint(m, MEASURES)}; available: {', '.join(sorted(MEASURES))}")
         measures[m] = _mapping(w, ("measures", m), settings, "settings")
+        defaults = getattr(sys.modules.get(f"bench.measures.{m}"), "DEFAULTS", None)
+        for key in measures[m] if defaults is not None else ():
+            if key not in defaults:
+                raise w.error(("measures", m, key), f"unknown setting{_hint(key, defaults)}; "
+                              f"valid: {', '.join(sorted(defaults))}")
     needs_task = [m for m in measures if m in ("accuracy", "gradient_flow")]
     if needs_task and not suite_tasks:
         raise w.error(("tasks",), f"measures {', '.join(needs_task)} need at least one task")

@@ -8,7 +8,8 @@ packs more cells onto a node than it has cores or GPUs. Inside the task the cell
 child process of the Ray worker, exactly as a local worker runs it (bench.executors): a
 hang is killed after `timeout_s` (status timeout), a crashed or killed cell process is
 status error. The child is kept for the worker's next task, so torch is imported once
-per Ray worker rather than once per cell, and it dies with its Ray worker (PDEATHSIG).
+per Ray worker rather than once per cell; it dies with its Ray worker (Ray kills the
+worker's process group, and the child asks Linux for SIGKILL on its parent's death too).
 
 When the Ray worker itself dies (killed, its node lost, Ray's memory monitor), Ray runs
 the task again once (`max_retries=1`); a second death is recorded as the cell's error

@@ -53,6 +53,18 @@ def naive_block(m: MambaMixer, u: torch.Tensor) -> torch.Tensor:
     return m.out_proj(y.transpose(1, 2))
 
 
+def mambapy_block(ours: MambaMixer, d_model: int, d_state: int) -> torch.nn.Module | None:
+    """mambapy's MambaBlock with our weights (same names and shapes), or None when not installed."""
+    try:
+        from mambapy.mamba import MambaBlock, MambaConfig
+    except ImportError:
+        print("mambapy is not installed (pip install mambapy): skipping it")
+        return None
+    theirs = MambaBlock(MambaConfig(d_model=d_model, n_layers=1, d_state=d_state))
+    theirs.load_state_dict(ours.state_dict())
+    return theirs
+
+
 def fwd_bwd(fn: Callable[[torch.Tensor], torch.Tensor], u: torch.Tensor, gy: torch.Tensor) -> tuple[float, torch.Tensor, torch.Tensor]:
     """One forward+backward: (seconds, output, grad of u)."""
     u = u.detach().requires_grad_()
@@ -75,21 +87,21 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=3, help="timed runs per path (after one warm-up)")
     p.add_argument("--naive-budget-s", type=float, default=300.0, help="skip naive where it would take longer")
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's choice)")
+    p.add_argument("--paths", nargs="+", choices=["naive", "mambapy"], default=["naive", "mambapy"],
+                   help="paths to compare with ours")
     p.add_argument("--tol", type=float, default=1e-4, help="max relative error against ours")
     args = p.parse_args()
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     ours = MambaMixer(models.make("mamba", d_model=args.d_model, d_state=args.d_state, backend="reference"))
-    paths: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {"ours": ours, "naive": lambda u: naive_block(ours, u)}
-    try:
-        from mambapy.mamba import MambaBlock, MambaConfig
-    except ImportError:
-        print("mambapy is not installed (pip install mambapy): skipping it")
-    else:
-        theirs = MambaBlock(MambaConfig(d_model=args.d_model, n_layers=1, d_state=args.d_state))
-        theirs.load_state_dict(ours.state_dict())  # same names and shapes: same weights
-        paths["mambapy"] = theirs
+    paths: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {"ours": ours}
+    if "naive" in args.paths:
+        paths["naive"] = lambda u: naive_block(ours, u)
+    if "mambapy" in args.paths:
+        theirs = mambapy_block(ours, args.d_model, args.d_state)
+        if theirs is not None:
+            paths["mambapy"] = theirs
 
     B, D, E, N = args.batch_size, args.d_model, ours.d_inner, args.d_state
     print(f"Mamba block forward+backward, B={B} d_model={D} d_inner={E} d_state={N}, fp32, CPU")

@@ -134,3 +134,11 @@ def test_console_script_entry_point():
     import models
 
     assert out == models.names()
+
+
+def test_unknown_measure_setting_is_caught_before_running(tmp_path: Path, capsys):
+    path = tmp_path / "bad.yaml"
+    path.write_text(GOOD.replace("accuracy: {steps: 2}", "accuracy: {stpes: 2}"))
+    assert main(["validate", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "measures.accuracy.stpes" in err and "did you mean 'steps'" in err
