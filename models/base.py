@@ -12,7 +12,7 @@ subclasses `SequenceModel` directly.
 
 Streaming: `init_state(batch_size, max_len)` then `step(x_t, state)` per
 position; stepping over a sequence equals `forward` on it for every
-streamable model (tests/test_models_streaming.py proves it).
+streamable model (tests/test_models_common.py proves it).
 """
 
 from __future__ import annotations

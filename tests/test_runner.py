@@ -21,6 +21,7 @@ from bench.runner import read_rows
 SUITE = """\
 name: faults
 device: cpu
+threads: 1
 timeout_s: 25
 defaults: {d_model: 16, n_layers: 1}
 models:
@@ -71,13 +72,14 @@ def test_each_failure_costs_one_cell(tmp_path: Path, capsys):
 RESUME_SUITE = """\
 name: resume
 device: cpu
+threads: 1
 defaults: {d_model: 16, n_layers: 1}
 models:
   lstm: {family: lstm}
   gru: {family: gru}
   rnn: {family: rnn}
 measures:
-  throughput: {warmup: 1, repeats: 3, min_time_s: 0.2}
+  throughput: {warmup: 1, repeats: 3, min_time_s: 0.05}
 shapes: {batch_size: [2, 4], seq_len: [8, 16, 32]}
 """
 
