@@ -79,13 +79,15 @@ class LocalExecutor:
     def _start(self, slot: _Slot) -> None:
         ctx = mp.get_context("spawn")
         parent, child = ctx.Pipe()
-        slot.proc = ctx.Process(target=_worker_main, args=(child, self.threads, slot.env), daemon=True)
-        slot.proc.start()
-        child.close()
-        slot.conn = parent
+        proc = ctx.Process(target=_worker_main, args=(child, self.threads, slot.env), daemon=True)
+        try:
+            proc.start()
+        finally:
+            child.close()
+        slot.proc, slot.conn = proc, parent
 
     def _stop(self, slot: _Slot, kill: bool = False) -> None:
-        if slot.proc is None:
+        if slot.proc is None or slot.conn is None:
             return
         if kill:
             slot.proc.kill()

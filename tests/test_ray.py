@@ -91,8 +91,8 @@ ROW_KEY = ("cell_id", "metric", "mode", "lr", "step", "eval_seq_len", "length_fa
            "split", "best")
 
 
-def _procs() -> dict[int, tuple[int, str, str]]:
-    """pid -> (ppid, state, cmdline) of every live process, from /proc."""
+def _procs() -> dict[int, tuple[int, int, str]]:
+    """pid -> (ppid, start time, cmdline) of every live process, from /proc (zombies left out)."""
     out = {}
     for d in Path("/proc").iterdir():
         if not d.name.isdigit():
@@ -104,11 +104,11 @@ def _procs() -> dict[int, tuple[int, str, str]]:
             continue
         fields = stat[stat.rindex(")") + 2:].split()
         if fields[0] != "Z":
-            out[int(d.name)] = (int(fields[1]), fields[0], cmd)
+            out[int(d.name)] = (int(fields[1]), int(fields[19]), cmd)
     return out
 
 
-def _descendants(root: int, procs: dict[int, tuple[int, str, str]]) -> set[int]:
+def _descendants(root: int, procs: dict[int, tuple[int, int, str]]) -> set[int]:
     found, frontier = set(), {root}
     while frontier:
         frontier = {pid for pid, (ppid, _, _) in procs.items() if ppid in frontier} - found
@@ -116,14 +116,20 @@ def _descendants(root: int, procs: dict[int, tuple[int, str, str]]) -> set[int]:
     return found
 
 
-def _wait_gone(pids: set[int], timeout_s: float = 20.0) -> set[int]:
+def _identities(pids: set[int], procs: dict[int, tuple[int, int, str]]) -> set[tuple[int, int]]:
+    """(pid, start time): a process's identity even when its pid is reused later."""
+    return {(pid, procs[pid][1]) for pid in pids if pid in procs}
+
+
+def _wait_gone(pids: set[int], procs: dict[int, tuple[int, int, str]], timeout_s: float = 20.0) -> set[int]:
+    """The processes among `pids` (as they were in the snapshot `procs`) still alive after timeout_s."""
+    ids = _identities(pids, procs)
     deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        left = pids & set(_procs())
-        if not left:
-            return set()
+    while True:
+        left = ids & _identities({pid for pid, _ in ids}, _procs())
+        if not left or time.monotonic() > deadline:
+            return {pid for pid, _ in left}
         time.sleep(0.2)
-    return pids & set(_procs())
 
 
 @pytest.fixture(scope="module")
@@ -138,7 +144,8 @@ def ray_instance():
     procs = _procs()
     started = servers | {pid for s in servers for pid in _descendants(s, procs)}  # + workers, cell processes
     ray.shutdown()
-    assert servers and not _wait_gone(started), "Ray processes left running after ray.shutdown()"
+    left = _wait_gone(started, procs)
+    assert servers and not left, f"Ray processes left running after ray.shutdown(): {[procs[p] for p in left]}"
 
 
 def _by_cell(rows: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
@@ -206,13 +213,15 @@ def test_ctrl_c_then_resume(tmp_path: Path):
     while time.monotonic() < deadline and len({r["cell_id"] for r in read_rows(results)}) < 3:
         time.sleep(0.2)
     hanging, _ = _ray_worker("ray::seqbench throughput gru", timeout_s=10)
-    started = _descendants(proc.pid, _procs())
+    procs = _procs()
+    started = _descendants(proc.pid, procs)
     assert hanging in started
     os.kill(proc.pid, signal.SIGINT)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
     assert "--resume" in err
-    assert not _wait_gone(started), "processes of the interrupted Ray run are still running"
+    left = _wait_gone(started, procs)
+    assert not left, f"processes of the interrupted Ray run are still running: {[procs[p] for p in left]}"
     rows = read_rows(results)
     assert len(_by_cell(rows)) == 3 and all(r["status"] == "ok" for r in rows)
     # finish with the local executor (the fault lifted; faults are not part of a cell's id)
@@ -234,7 +243,7 @@ def test_ray_matches_local_executor(ray_instance, tmp_path: Path, capsys, monkey
     assert main(["run", str(suite), "--out", str(tmp_path / "ray"), "--executor", "ray"]) == 0
     assert "6 cells run; 0 failed" in capsys.readouterr().out
     # the tasks' start and progress messages reached the driver's progress line
-    assert {kind for kind, _, _ in events} == {"start", "progress"}
+    assert {kind for kind, _, _ in events} == {"start", "progress"}, events
     assert any(measure == "accuracy" and msg.startswith("lr ") for _, measure, msg in events)
 
     rows_local = read_rows(tmp_path / "local" / "results.jsonl")
@@ -268,13 +277,20 @@ def test_killed_ray_worker_costs_only_its_cell(ray_instance, tmp_path: Path):
     suite = load_suite(suite_path)
     run_dir = tmp_path / "run"
     result: dict[str, Any] = {}
-    driver = threading.Thread(target=lambda: result.update(run=execute(suite, run_dir, executor="ray", quiet=True)))
+    def drive() -> None:
+        try:
+            result["run"] = execute(suite, run_dir, executor="ray", quiet=True)
+        except BaseException as exc:  # noqa: BLE001 — reported by the assertion below
+            result["error"] = exc
+
+    driver = threading.Thread(target=drive)
     driver.start()
     try:
         # lstm throughput: its worker is killed once -> Ray runs the cell again, which succeeds
         lstm, lstm_children = _ray_worker("ray::seqbench throughput lstm")
         time.sleep(1.0)  # well inside the cell: its process is running the measure
-        lstm_children = _descendants(lstm, _procs()) | lstm_children
+        procs = _procs()
+        lstm_children = _descendants(lstm, procs) | lstm_children
         os.kill(lstm, signal.SIGKILL)
         # gru throughput: killed, and its retry killed too -> recorded as an error row
         gru, _ = _ray_worker("ray::seqbench throughput gru")
@@ -283,9 +299,10 @@ def test_killed_ray_worker_costs_only_its_cell(ray_instance, tmp_path: Path):
         os.kill(gru_retry, signal.SIGKILL)
     finally:
         driver.join(timeout=180)
-    assert not driver.is_alive()
+    assert not driver.is_alive() and "error" not in result, result
     # the cell process had seconds of measuring left: it goes at once, with its Ray worker
-    assert lstm_children and not _wait_gone(lstm_children, timeout_s=2.0), "the cell process outlived its Ray worker"
+    left = _wait_gone(lstm_children, procs, timeout_s=2.0)
+    assert lstm_children and not left, f"outlived their killed Ray worker: {[procs[p] for p in left]}"
 
     rows = read_rows(run_dir / "results.jsonl")
     assert _once_each(rows) and result["run"].rows == rows
@@ -294,10 +311,10 @@ def test_killed_ray_worker_costs_only_its_cell(ray_instance, tmp_path: Path):
     by_name = {(rs[0]["model"], rs[0]["measure"]): rs for rs in by_cell.values()}
     assert all(r["status"] == "ok" for r in by_name["lstm", "static"])
     lstm_tp = by_name["lstm", "throughput"]
-    assert all(r["status"] == "ok" for r in lstm_tp)
+    assert all(r["status"] == "ok" for r in lstm_tp), lstm_tp[0]["error"]
     assert {r["mode"] for r in lstm_tp if r["metric"] == "tokens_per_s"} == {"inference", "training"}
     (gru_tp,) = by_name["gru", "throughput"]
-    assert gru_tp["status"] == "error" and "Ray worker died twice" in gru_tp["error"]
+    assert gru_tp["status"] == "error" and "Ray worker died twice" in gru_tp["error"], gru_tp["error"]
     # the cell process itself killed inside a Ray worker: recorded as the local executor does
     (gru_static,) = by_name["gru", "static"]
     assert gru_static["status"] == "error" and "SIGKILL" in gru_static["error"]
