@@ -1,0 +1,157 @@
+"""Reproduce the published findings of issue 9 with the suite's own runs, and write the table.
+
+Runs bench/suites/findings-<key>.yaml for each finding, one suite after another (the latency
+suite last: it is timing-sensitive), each with
+
+    python -m bench run bench/suites/findings-<key>.yaml --out results/reference/findings/<key> --parallel 2
+
+into a fresh run directory (results.jsonl, env.json, suite.yaml, report/, plus run.json with
+the command, its exit code and wall time), then analyses every run with bench.findings and
+writes results/reference/findings.md: per finding the claim and its source, our setup, a
+table of our numbers and a verdict (agree / partly / disagree) with its reason.
+
+    python scripts/run_findings.py                       # all six
+    python scripts/run_findings.py formal bai            # only these (findings.md keeps the others' runs)
+    python scripts/run_findings.py --analyse-only        # rewrite findings.md from the runs on disk
+    python scripts/run_findings.py induction --device cuda --set measures.accuracy.steps=20000
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bench.findings import FINDINGS, Analysis, FindingsError, analyse_run, to_markdown
+
+OUT_ROOT = ROOT / "results" / "reference" / "findings"
+MARKDOWN = ROOT / "results" / "reference" / "findings.md"
+ORDER = ("zoology", "induction", "formal", "bai", "copying", "latency")  # latency last: timing-sensitive
+
+# What we concluded from looking at the runs, beyond the automatic criterion: keyed by finding and
+# by the verdict it applies to, so a rerun that changes the verdict does not inherit a stale note.
+NOTES: dict[str, dict[str, str]] = {}
+
+
+def run_suite(key: str, out_root: Path, parallel: int, device: str | None, overrides: list[str]) -> dict:
+    """Run one findings suite into a fresh out_root/key; returns the run.json record."""
+    run_dir = out_root / key
+    if run_dir.exists():
+        shutil.rmtree(run_dir)
+    cmd = [sys.executable, "-m", "bench", "run", str(ROOT / "bench" / "suites" / f"findings-{key}.yaml"),
+           "--out", str(run_dir), "--parallel", str(parallel)]
+    if device:
+        cmd += ["--device", device]
+    for item in overrides:
+        cmd += ["--set", item]
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, cwd=ROOT, check=False)
+    record = {"command": " ".join(["python"] + cmd[1:]).replace(str(ROOT) + "/", ""),
+              "exit_code": proc.returncode, "wall_s": round(time.perf_counter() - t0, 1)}
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "run.json").write_text(json.dumps(record, indent=2) + "\n")
+    return record
+
+
+def _run_record(run_dir: Path) -> dict:
+    p = run_dir / "run.json"
+    return json.loads(p.read_text()) if p.is_file() else {}
+
+
+def _env(run_dir: Path) -> dict:
+    p = run_dir / "env.json"
+    return json.loads(p.read_text()) if p.is_file() else {}
+
+
+def _section(i: int, key: str, run_dir: Path) -> tuple[str, str]:
+    """(markdown section, verdict) for one finding."""
+    f = FINDINGS[key]
+    head = f"## {i}. {f.title}\n\n**Finding.** {f.claim}\n\n**Source.** {f.source}\n"
+    try:
+        a: Analysis = analyse_run(key, run_dir)
+    except FindingsError as exc:
+        return head + f"\n**Not run.** {exc}\n", "not run"
+    rec = _run_record(run_dir)
+    wall = f"{rec['wall_s'] / 60:.1f} min wall" if "wall_s" in rec else "wall time not recorded"
+    lines = [head, f"**Our setup** ({wall}; `{rec.get('command', 'python -m bench run ...')}`). {a.setup}\n",
+             f"**Protocol differences.** {f.protocol}\n", to_markdown(a.table) + "\n",
+             f"**Verdict: {a.verdict}.** {a.reason}"]
+    note = NOTES.get(key, {}).get(a.verdict)
+    if note:
+        lines[-1] += f" {note}"
+    lines[-1] += "\n"
+    if a.failed:
+        lines.append("**Cells that did not complete:** " + "; ".join(a.failed) + "\n")
+    lines.append(f"Run directory: `{run_dir.relative_to(ROOT) if run_dir.is_relative_to(ROOT) else run_dir}` "
+                 "(results.jsonl, env.json, suite.yaml, report/).\n")
+    return "\n".join(lines), a.verdict
+
+
+def write_markdown(out_root: Path, path: Path) -> str:
+    sections, summary = [], []
+    env = next((_env(out_root / k) for k in ORDER if _env(out_root / k)), {})
+    for i, key in enumerate(ORDER, 1):
+        run_dir = out_root / key
+        text, verdict = _section(i, key, run_dir)
+        sections.append(text)
+        rec = _run_record(run_dir)
+        wall = f"{rec['wall_s'] / 60:.1f}" if "wall_s" in rec else "—"
+        summary.append({"#": i, "finding": FINDINGS[key].title, "suite": f"findings-{key}", "verdict": verdict,
+                        "wall (min)": wall})
+    machine = ", ".join(f"{k} {env[k]}" for k in ("cpu_model", "device_name", "torch_version", "git_sha", "git_dirty")
+                        if k in env)
+    doc = [
+        "# Published findings, reproduced with seqbench's own runs\n",
+        ("Each finding of issue 9 has a suite (bench/suites/findings-*.yaml, whose header gives the `--set` "
+         "overrides for the paper's scale on a GPU), a run under results/reference/findings/<name>/, and the "
+         "analysis in bench/findings.py that turns the run into the table and the verdict below. The verdict "
+         "follows a criterion written in that analysis (quoted with each verdict), so a rerun is judged the "
+         "same way. Regenerate with `python scripts/run_findings.py` (all six, ~45-60 min on the 2-core CPU) "
+         "or `python scripts/run_findings.py --analyse-only`.\n"),
+        f"Machine: {machine or 'see each run env.json'}.\n",
+        to_markdown(pd.DataFrame(summary)) + "\n",
+    ]
+    text = "\n".join(doc + sections)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return text
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("findings", nargs="*", metavar="FINDING", help=f"which to run (default: all): {', '.join(ORDER)}")
+    p.add_argument("--analyse-only", action="store_true", help="only rewrite findings.md from the runs on disk")
+    p.add_argument("--parallel", type=int, default=2, help="worker processes per suite (default 2)")
+    p.add_argument("--device", choices=["cpu", "cuda", "auto"], help="override the suites' device")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override passed to every suite run")
+    p.add_argument("--out-root", type=Path, default=OUT_ROOT, help="run directories go to OUT_ROOT/<finding>")
+    p.add_argument("--markdown", type=Path, default=MARKDOWN, help="where to write the findings table")
+    args = p.parse_args(argv)
+    unknown = [k for k in args.findings if k not in ORDER]
+    if unknown:
+        p.error(f"unknown finding(s) {', '.join(unknown)}; choose from {', '.join(ORDER)}")
+    chosen = [k for k in ORDER if k in args.findings] if args.findings else list(ORDER)
+    failed = []
+    if not args.analyse_only:
+        for key in chosen:
+            print(f"== findings-{key}", file=sys.stderr, flush=True)
+            rec = run_suite(key, args.out_root, args.parallel, args.device, args.set)
+            print(f"== findings-{key}: exit {rec['exit_code']}, {rec['wall_s']:.0f} s", file=sys.stderr, flush=True)
+            if rec["exit_code"] != 0:
+                failed.append(key)
+    write_markdown(args.out_root, args.markdown)
+    print(f"wrote {args.markdown}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

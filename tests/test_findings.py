@@ -1,0 +1,143 @@
+"""The findings suites of issue 9 (bench/suites/findings-*.yaml) and their analyses (bench/findings.py).
+
+Each suite validates, runs at a tiny size (a few steps, short streams; the `--set` path a user
+would take) with no failed cell, and its analysis turns that run into a table and a verdict.
+The verdict criteria are checked on hand-made rows whose answer is known.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from bench.config import load_suite
+from bench.findings import FINDINGS, VERDICTS, analyse_run, growth_ratio, to_markdown
+from bench.matrix import expand
+from bench.runner import execute, prepare
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY_ACCURACY = ["measures.accuracy.steps=3", "measures.accuracy.batch_size=4", "measures.accuracy.eval_batches=1",
+                 "measures.accuracy.eval_batch_size=4"]
+TINY = {
+    "zoology": TINY_ACCURACY,
+    "induction": TINY_ACCURACY + ["tasks.induction.seq_len=16"],
+    "formal": TINY_ACCURACY + ["seeds=[0]", "measures.accuracy.lrs=[0.003]"],
+    "bai": TINY_ACCURACY + ["tasks.adding_long.seq_len=40", "tasks.copy_long.delay=20"],
+    "copying": TINY_ACCURACY,
+    "latency": ["defaults.d_model=16", "shapes.seq_len=[16,128]", "exclude=[{measure: latency, seq_len: 16}]",
+                "measures.latency.warmup=2", "measures.latency.repeats=1"],
+}
+
+
+def suite_path(key: str) -> Path:
+    return ROOT / "bench" / "suites" / f"findings-{key}.yaml"
+
+
+def test_every_finding_has_a_suite_with_a_documented_header():
+    assert set(TINY) == set(FINDINGS)
+    for key in FINDINGS:
+        text = suite_path(key).read_text()
+        header = text[: text.index("\nname:")]
+        assert "Source:" in header and "--set" in header and "GPU" in header, key
+        suite = load_suite(suite_path(key))
+        assert suite.threads == 1 and suite.name == f"findings-{key}"
+        assert expand(suite)
+
+
+@pytest.fixture(scope="module")
+def tiny_runs(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("findings")
+    runs = {}
+    for key, overrides in TINY.items():
+        suite, run_dir = prepare(suite_path(key), root / key, overrides, None, None)
+        execute(suite, run_dir, parallel=2, quiet=True)
+        runs[key] = run_dir
+    return runs
+
+
+@pytest.mark.parametrize("key", list(TINY))
+def test_tiny_run_completes_and_is_analysed(tiny_runs: dict[str, Path], key: str):
+    run_dir = tiny_runs[key]
+    df = pd.read_json(run_dir / "results.jsonl", lines=True)
+    cells = expand(load_suite(run_dir / "suite.yaml"))
+    assert set(df.cell_id) == {c.cell_id for c in cells}
+    assert set(df.status) == {"ok"}, df[df.status != "ok"][["model", "task", "error"]].to_string()
+    a = analyse_run(key, run_dir)
+    assert a.verdict in VERDICTS and a.reason and not a.failed
+    assert len(a.table) >= 1 and to_markdown(a.table).count("\n") == len(a.table) + 1
+    suite = load_suite(run_dir / "suite.yaml")
+    for name in suite.models:  # every model of the suite appears in the setup
+        assert f"`{name}`" in a.setup
+
+
+def test_run_findings_script_writes_the_markdown(tiny_runs: dict[str, Path], tmp_path: Path):
+    spec = importlib.util.spec_from_file_location("run_findings", ROOT / "scripts" / "run_findings.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    root = next(iter(tiny_runs.values())).parent
+    text = script.write_markdown(root, tmp_path / "findings.md")
+    assert text.count("\n## ") == len(FINDINGS)
+    assert "not run" not in text.lower()
+    for f in FINDINGS.values():
+        assert f.source in text and f.claim in text
+
+
+# --- the criteria, on rows with a known answer ------------------------------------------------
+
+
+def _acc_rows(values: dict[tuple[str, str, int], float]) -> pd.DataFrame:
+    """Final-accuracy rows as the accuracy measure writes them: (model, task, eval_seq_len) -> value."""
+    rows = []
+    for (model, task, n), v in values.items():
+        rows.append({"cell_id": f"{model}-{task}", "measure": "accuracy", "status": "ok", "metric": "accuracy",
+                     "split": "eval", "distance": None, "best": True, "model": model, "family": model.split("_")[0],
+                     "task": task, "task_kind": None, "seed": 0, "eval_seq_len": n, "length_factor": n / 32,
+                     "value": v, "error": None})
+    return pd.DataFrame(rows)
+
+
+def test_zoology_criterion():
+    suite = load_suite(suite_path("zoology"))
+    tasks_ = {t: suite.tasks[t]["num_kv_pairs"] for t in suite.tasks}
+    few, mid, many = sorted(tasks_, key=tasks_.get)
+
+    def run(rec: dict[tuple[str, str], float]) -> str:
+        vals = {(m, t, 32): 1.0 for m in suite.models if m.startswith("attn") for t in tasks_}
+        vals.update({(m, t, 32): v for (m, t), v in rec.items()})
+        return FINDINGS["zoology"].analyse(_acc_rows(vals), suite).verdict
+
+    # recurrent widths needed grow with kv: d16 only the fewest pairs, d32 two sizes, d64 all
+    growing = {}
+    for fam in ("lstm", "mamba"):
+        growing.update({(f"{fam}_d16", few): 1.0, (f"{fam}_d16", mid): 0.2, (f"{fam}_d16", many): 0.1,
+                        (f"{fam}_d32", few): 1.0, (f"{fam}_d32", mid): 0.95, (f"{fam}_d32", many): 0.1,
+                        (f"{fam}_d64", few): 1.0, (f"{fam}_d64", mid): 1.0, (f"{fam}_d64", many): 0.1})
+    assert run(growing) == "agree"
+    # recurrent models solving everything: attention's half holds, the width half does not
+    assert run({(f"{f}_d{w}", t): 1.0 for f in ("lstm", "mamba") for w in (16, 32, 64) for t in tasks_}) == "partly"
+    # a wider recurrent model doing worse breaks the pattern for that family
+    broken = dict(growing)
+    broken[("lstm_d64", few)] = 0.1
+    assert run(broken) == "partly"
+
+
+def test_induction_criterion():
+    suite = load_suite(suite_path("induction"))
+    lengths = [64, 128, 1024]
+    keep = {("mamba", "induction", n): 1.0 for n in lengths}
+    collapse = {(m, "induction", n): v for m in ("attn_rope", "attn_learned") for n, v in zip(lengths, (1.0, 0.4, 0.1))}
+    assert FINDINGS["induction"].analyse(_acc_rows({**keep, **collapse}), suite).verdict == "agree"
+    fade = {("mamba", "induction", n): v for n, v in zip(lengths, (1.0, 0.6, 0.2))}
+    assert FINDINGS["induction"].analyse(_acc_rows({**fade, **collapse}), suite).verdict == "partly"
+    hold = {(m, "induction", n): 1.0 for m in ("attn_rope", "attn_learned") for n in lengths}
+    assert FINDINGS["induction"].analyse(_acc_rows({**fade, **hold}), suite).verdict == "disagree"
+
+
+def test_latency_growth_ratio():
+    # buckets before position 32 are ignored; last over first remaining
+    row = pd.Series({0: 9.0, 8: 9.0, 40: 1.0, 400: 1.5, 4000: 3.0})
+    assert growth_ratio(row) == pytest.approx(3.0)
+    assert growth_ratio(pd.Series({0: 1.0, 40: 2.0})) != growth_ratio(pd.Series({0: 1.0, 40: 2.0}))  # NaN
