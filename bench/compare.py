@@ -68,6 +68,7 @@ TIMING_THRESHOLD = {"cpu": 0.10, "cuda": 0.05}  # tolerated relative slowdown
 MEMORY_TOLERANCE = {"cpu": (0.10, 16 * MiB), "cuda": (0.02, 1 * MiB)}  # (relative, absolute bytes)
 ACCURACY_DROP = 0.02  # tolerated absolute drop
 MIN_SAMPLES = 3  # fewer raw samples on a side: no significance test, a point comparison only
+MIN_TAIL = 10  # a tail quantile q needs n * (1 - q) >= MIN_TAIL samples beyond it (p99: n >= 1000)
 FINGERPRINT = ("device_name", "torch_version")
 Rows = list[dict[str, Any]]
 Index = dict[tuple, Rows]  # match key -> the rows of one side with that key
@@ -439,10 +440,16 @@ def _timing(key: tuple, brows: Rows, crows: Rows, bidx: Index, cidx: Index, rule
     comp = Comparison(key[0], cell_label(row), key[1], _extras(row), "timing", None, None, None,
                       threshold=_fmt_limit(threshold, higher), unit=row.get("unit"), higher_is_better=higher)
     test = None
-    if len(bs) >= MIN_SAMPLES and len(cs) >= MIN_SAMPLES and q == qc:
+    n_min = MIN_SAMPLES if q == 0.5 else max(MIN_SAMPLES, math.ceil(MIN_TAIL / (1.0 - q)))
+    if len(bs) >= n_min and len(cs) >= n_min and q == qc:
         test = stats.ratio_test(bs, cs, q=q)
         comp.baseline, comp.current = stats.quantile(bs, q), stats.quantile(cs, q)
         comp.ci_low, comp.ci_high, comp.p_value = test.ci_low - 1.0, test.ci_high - 1.0, test.p_value
+    elif bs and cs and q == qc:
+        # a tail quantile of too few samples is its last few values: report it, never gate on it
+        comp.baseline, comp.current = stats.quantile(bs, q), stats.quantile(cs, q)
+        comp.note = (f"p{round(q * 100)} of {min(len(bs), len(cs))} samples (< {n_min}): "
+                     "point comparison, no significance test")
     else:
         bv, cv = _value(brows), _value(crows)
         comp.baseline, comp.current = bv, None if cv is None else cv * scale

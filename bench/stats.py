@@ -71,7 +71,9 @@ def min_p_value(n_baseline: int, n_current: int) -> float:
     (complete separation, no ties): 2 / C(n1 + n2, n1)."""
     if n_baseline < 1 or n_current < 1:
         return 1.0
-    return min(1.0, 2.0 / math.comb(n_baseline + n_current, n_baseline))
+    # in logs: C(n1 + n2, n1) overflows a float from about 520 samples a side
+    log_comb = math.lgamma(n_baseline + n_current + 1) - math.lgamma(n_baseline + 1) - math.lgamma(n_current + 1)
+    return min(1.0, math.exp(math.log(2.0) - log_comb))
 
 
 def holm(pvalues: Sequence[float]) -> list[float]:

@@ -89,3 +89,13 @@ def test_ratio_test_point_estimate_is_ratio_of_medians() -> None:
     t = stats.ratio_test(base, cur)
     assert t.ratio == pytest.approx(np.median(cur) / np.median(base))
     assert (t.n_baseline, t.n_current) == (5, 5)
+
+
+def test_min_p_value_of_large_samples_does_not_overflow() -> None:
+    from math import comb
+
+    from bench.stats import min_p_value
+
+    assert min_p_value(3, 3) == pytest.approx(2 / comb(6, 3))
+    assert min_p_value(10, 12) == pytest.approx(2 / comb(22, 10))
+    assert min_p_value(1200, 1200) == 0.0  # underflows to zero instead of raising OverflowError
