@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,8 +25,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+import models
 import tasks
 from bench.config import Suite, load_suite
+from bench.matrix import expand
+from bench.measures.accuracy import DEFAULTS as ACCURACY_DEFAULTS
+from bench.measures.latency import DEFAULTS as LATENCY_DEFAULTS
 from bench.schema import FAILED_STATUSES
 
 SOLVED = 0.9  # accuracy at which a cell counts as solved
@@ -111,8 +115,9 @@ def seed_mean(scores: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
 def model_label(suite: Suite, name: str) -> str:
     """'transformer (rope) d=64' from the suite's resolved model config."""
     m = suite.models[name]
-    extra = f" ({m.get('positions', 'rope')})" if m["family"] == "transformer" else ""
-    return f"{m['family']}{extra} d={m.get('d_model', 64)}"
+    cfg = models.make(m["family"], **{k: v for k, v in m.items() if k != "family"})
+    extra = f" ({cfg.positions})" if m["family"] == "transformer" else ""
+    return f"{m['family']}{extra} d={cfg.d_model}"
 
 
 def task_object(suite: Suite, name: str) -> Any:
@@ -154,20 +159,18 @@ def describe_setup(suite: Suite) -> str:
         parts.append("Tasks: " + "; ".join(ts) + ".")
     acc = suite.measures.get("accuracy")
     if acc is not None:
-        from bench.measures.accuracy import DEFAULTS
-
-        s = {**DEFAULTS, **acc}
+        s = {**ACCURACY_DEFAULTS, **acc}
         parts.append(
             f"Training: {s['steps']} AdamW steps per lr, lrs {s['lrs']}, batch {s['batch_size']}; "
             f"eval on {s['eval_batches']} x {s['eval_batch_size'] or s['batch_size']} held-out sequences "
             f"at length factors {s['length_factors']}.")
     lat = suite.measures.get("latency")
     if lat is not None:
-        from bench.measures.latency import DEFAULTS as LAT
-
-        s = {**LAT, **lat}
-        parts.append(f"Latency: {suite.shapes['seq_len']} streamed tokens at batch {s['batch_size']}, "
-                     f"warm-up {s['warmup']}, {s['repeats']} stream(s), prefill {s['prefill_len']}.")
+        s = {**LATENCY_DEFAULTS, **lat}
+        streams = sorted({c.seq_len for c in expand(suite) if c.measure == "latency"})
+        parts.append(f"Latency: one stream of {', '.join(map(str, streams))} tokens per model at batch "
+                     f"{s['batch_size']} ({s['repeats']} repeat(s), warm-up {s['warmup']} steps, prefill "
+                     f"{s['prefill_len']}); other measures at seq_len {suite.shapes['seq_len']}.")
     parts.append(f"Seeds {suite.seeds}, device {suite.device}, threads {suite.threads}.")
     return " ".join(parts)
 
@@ -190,7 +193,8 @@ def analyse_zoology(df: pd.DataFrame, suite: Suite) -> Analysis:
     _require(s, "accuracy")
     s = seed_mean(s, ["model", "task"])
     s["family"] = [suite.models[m]["family"] for m in s["model"]]
-    s["d_model"] = [suite.models[m].get("d_model", 64) for m in s["model"]]
+    s["d_model"] = [models.make(suite.models[m]["family"], **{k: v for k, v in suite.models[m].items()
+                                                                if k != "family"}).d_model for m in s["model"]]
     s["kv"] = [suite.tasks[t]["num_kv_pairs"] for t in s["task"]]
     table = s.pivot_table(index=["family", "d_model"], columns="kv", values="value").sort_index()
     out = table.map(fmt).reset_index()
@@ -211,12 +215,18 @@ def analyse_zoology(df: pd.DataFrame, suite: Suite) -> Analysis:
         wider_solves = all(sub.loc[w, kv] for kv, m in zip(kv_cols, min_w) for w in sub.index if w >= m)
         grows[f] = monotone and wider_solves and not sub.values.all()
         need = ", ".join(f"kv {kv}: {'none' if w == math.inf else f'd>={w}'}" for kv, w in zip(kv_cols, min_w))
-        notes.append(f"{f} solved {int(sub.values.sum())}/{sub.size} ({need})")
+        by_width = "; ".join(f"kv {kv}: " + " -> ".join(fmt(v) for v in table.loc[f][kv])
+                             for kv in kv_cols if not solved.loc[f][kv].all())
+        notes.append(f"{f} solved {int(sub.values.sum())}/{sub.size} ({need}; accuracy by width "
+                     f"{', '.join(str(w) for w in sub.index)} at unsolved kv: {by_width or 'none'})")
     attn_all = attn_total > 0 and attn_solved == attn_total
     rec_best = max((int(solved.loc[f].values.sum()) for f in recurrent), default=0)
     strong = attn_all and bool(recurrent) and all(grows.values())
     weak = (attn_all or attn_solved >= rec_best) and any(grows.values()) or (attn_all and bool(recurrent))
-    reason = (f"solved = accuracy >= {SOLVED}. Attention solved {attn_solved}/{attn_total} cells; "
+    missed = [f"d={w} at kv {kv} ({fmt(table.loc[(f, w), kv])})" for f in attn for w in solved.loc[f].index
+              for kv in kv_cols if not solved.loc[(f, w), kv]]
+    reason = (f"solved = accuracy >= {SOLVED}. Attention solved {attn_solved}/{attn_total} cells"
+              + (f" (missed: {', '.join(missed)})" if missed else "") + "; "
               + "; ".join(notes) + ". "
               + ("Every recurrent family needs a width that grows with the number of pairs."
                  if strong else
@@ -312,7 +322,12 @@ def analyse_formal(df: pd.DataFrame, suite: Suite) -> Analysis:
 # LSTM 0.0204, GRU 0.0197, RNN 0.0202 vs the memoryless 0.0204).
 BAI_LEFT_CHANCE = {("adding", "gru"): True, ("adding", "lstm"): False, ("adding", "rnn"): False,
                    ("copy", "gru"): False, ("copy", "lstm"): False, ("copy", "rnn"): False}
-BAI_LENGTH = {"adding": "T=600", "copy": "T=1000 (delay)"}
+BAI_LENGTH = {"adding": "T=600", "copy": "T=1000 (delay 999)"}
+
+
+def _paper_bai(kind: str, family: str) -> str:
+    left = BAI_LEFT_CHANCE.get((kind, family))
+    return "—" if left is None else f"{'yes' if left else 'no'} at {BAI_LENGTH[kind]}"
 
 
 def _length_of(task: Any) -> str:
@@ -351,8 +366,7 @@ def analyse_bai(df: pd.DataFrame, suite: Suite) -> Analysis:
             left[(task.name, _length_of(task), r.family)] = ok
             rows.append({"task": task.name, "length": _length_of(task), "model": model_label(suite, r.model),
                          "ours": shown, "chance baseline": base, "left chance": "yes" if ok else "no",
-                         f"paper ({BAI_LENGTH.get(task.name, '?')})":
-                             {True: "yes", False: "no"}.get(BAI_LEFT_CHANCE.get((task.name, r.family)), "—")})
+                         "paper left chance (Table 1)": _paper_bai(task.name, r.family)})
     if not rows:
         raise FindingsError("no finished accuracy rows in this run (every cell failed or was skipped)")
     out = pd.DataFrame(rows)
@@ -428,16 +442,21 @@ def analyse_copying(df: pd.DataFrame, suite: Suite) -> Analysis:
     attn_copies = [m for m in attn if all(v >= SOLVED for v in in_dist[m].values())]
     rec_miss = [m for m in rec if any(v < SOLVED for v in in_dist[m].values())]
     a = bool(attn_copies) and len(rec_miss) == len(rec)
-    # (b) past the training length (string length doubles): the best transformer keeps at least
-    # RETAINED of its accuracy, and keeps more than every fixed-state model
-    best_attn = max((min(retention.get(m, {0: 0.0}).values()) for m in attn), default=0.0)
+    # (b) past the training length (string length doubles): a transformer that copies at the training
+    # length keeps at least RETAINED of its accuracy, and more than every fixed-state model keeps
+    copiers = {m: min(retention[m].values()) for m in attn
+               if m in retention and all(in_dist[m][t] >= SOLVED for t in retention[m])}
+    best = max(copiers, key=copiers.get, default=None)
+    best_attn = copiers[best] if best else 0.0
     rec_ret = {m: min(retention[m].values()) for m in rec if m in retention}
     b = best_attn >= RETAINED and bool(rec_ret) and all(v < best_attn for v in rec_ret.values())
     reason = (
         f"(a) copies at the training length (>= {SOLVED} on every task): transformers "
         + (", ".join(attn_copies) or "none") + "; fixed-state models below it somewhere: "
         + (", ".join(rec_miss) or "none") + f" -> {'holds' if a else 'does not hold'}. "
-        f"(b) fraction of trained accuracy kept at the first longer string: best transformer {fmt(best_attn)}; "
+        "(b) fraction of trained accuracy kept at the first longer string: "
+        + (f"{best} (the best transformer that solved the training length) {fmt(best_attn)}; " if best
+           else f"no transformer solved {', '.join(STRING_GROWS)} at the training length; ")
         + ", ".join(f"{m} {fmt(v)}" for m, v in rec_ret.items())
         + f" -> {'holds' if b else 'does not hold'} (needs >= {RETAINED} and above every fixed-state model).")
     return Analysis(out, describe_setup(suite), _judge(a and b, a or b), reason, failed_cells(df))
@@ -474,6 +493,10 @@ def analyse_latency(df: pd.DataFrame, suite: Suite) -> Analysis:
     out.insert(0, "model", [model_label(suite, m) for m in table.index])
     out["late / early"] = [fmt(ratios[m]) for m in table.index]
     state = df[(df["metric"] == "state_bytes") & (df["status"] == "ok")]
+    if not state.empty:  # the state a step reads: constant for recurrent models, a growing KV cache
+        sb = state.pivot_table(index="model", columns="seq_len", values="value", aggfunc="max")
+        for n in sorted(sb.columns):
+            out[f"state KiB @{int(n)}"] = [fmt(sb.loc[m, n] / 1024, 0) if m in sb.index else "—" for m in table.index]
     family = {m: suite.models[m]["family"] for m in suite.models}
     attn = [m for m in table.index if family[m] == "transformer"]
     rec = [m for m in table.index if family[m] != "transformer"]
@@ -483,8 +506,7 @@ def analyse_latency(df: pd.DataFrame, suite: Suite) -> Analysis:
     weak = (bool(rec) and all(flat.values())) or (bool(attn) and all(grows.values()))
     reason = (f"late / early = median step latency in the last position bucket over the first bucket at "
               f"position >= 32; flat <= {FLAT_RATIO}, grows >= {GROWS_RATIO}. "
-              + ", ".join(f"{m} {fmt(ratios[m])}" for m in table.index) + "."
-              + (" state_bytes rows present." if not state.empty else ""))
+              + ", ".join(f"{m} {fmt(ratios[m])}" for m in table.index) + ".")
     return Analysis(out.reset_index(drop=True), describe_setup(suite), _judge(strong, weak), reason,
                     failed_cells(df))
 
@@ -500,9 +522,11 @@ FINDINGS: dict[str, Finding] = {f.key: f for f in (
         "(arXiv:2312.04927), Fig. 2 (MQAR accuracy vs model dimension; configs in "
         "HazyResearch/zoology zoology/experiments/paper_configs/iclr24_zoology_figure2).",
         "Zoology: vocab 8192, (seq_len, kv) = (64, 4), (128, 8), (256, 16), d_model 64..512, 2 layers, "
-        "100k training examples x 64 epochs, lr sweep 1e-4..1e-2, non-query positions filled with zeros. "
-        "Ours: small vocab, short sequences, random non-query tokens (this task's generator), far fewer "
-        "steps, and LSTM and Mamba as the recurrent models (Zoology's figure has H3, Hyena, RWKV, BaseConv).",
+        "1-head attention with learned positions and no MLP, 100k training examples x 64 epochs, lr sweep "
+        "1e-4..1e-2, non-query positions filled with zeros. Ours: vocab 64, seq_len 32, 1, 2 and 8 pairs, "
+        "widths 16..64, 1-head RoPE attention with the transformer family's MLP (4 x d_model), random non-query tokens (this task's "
+        "generator), one lr, far fewer steps, and LSTM and Mamba as the recurrent models (Zoology's figure "
+        "has H3, Hyena, RWKV, BaseConv; its configs add Mamba).",
         analyse_zoology),
     Finding(
         "induction", "Mamba extrapolates induction heads; attention with absolute or rotary positions collapses",
@@ -532,8 +556,9 @@ FINDINGS: dict[str, Finding] = {f.key: f for f in (
         "Bai, Kolter & Koltun 2018, 'An Empirical Evaluation of Generic Convolutional and Recurrent Networks "
         "for Sequence Modeling' (arXiv:1803.01271), Table 1.",
         "Bai: T=600 (adding) and T=1000 (copy), loss over all positions for copy memory, long training. "
-        "Ours: the lengths one 10-minute CPU run affords (see setup), one-layer plain recurrent nets, copy "
-        "scored on the 10 output positions only (chance accuracy 1/8, loss ln 8).",
+        "Ours: the lengths one 10-minute CPU run affords (adding up to the paper's T=600, copy delay up to "
+        "500 of its 1000), 1000 training steps, one-layer plain recurrent nets of 64 units, copy scored on "
+        "the 10 output positions only (chance accuracy 1/8, loss ln 8).",
         analyse_bai),
     Finding(
         "copying", "Jelassi et al. 2024: Transformers copy; fixed-state models fall off",
@@ -544,9 +569,9 @@ FINDINGS: dict[str, Finding] = {f.key: f for f in (
         "efficiency and length generalization figures).",
         "Jelassi: language-model copying with the copied prefix fed back (teacher forcing), so an n-gram "
         "lookup (induction) head can copy; positions NoPE / (hard-)ALiBi. Ours: this suite's copy and reverse "
-        "tasks feed blanks at the output positions, so every output must be found by position, and our "
-        "Transformers use RoPE or no positions; reverse lengthens the string at test time, copy lengthens "
-        "the delay.",
+        "tasks feed blanks at the output positions, so every output must be found by position; training "
+        "uses one string length (Jelassi et al. sample lengths up to the maximum); our Transformers use RoPE "
+        "or no positions; reverse lengthens the string at test time, copy lengthens the delay.",
         analyse_copying),
     Finding(
         "latency", "Per-token inference cost: flat for recurrent models, growing for a KV-cached Transformer",
@@ -566,6 +591,3 @@ def analyse_run(key: str, run_dir: str | Path) -> Analysis:
     df, suite = load_run(run_dir)
     return FINDINGS[key].analyse(df, suite)
 
-
-def keys() -> Iterable[str]:
-    return FINDINGS.keys()

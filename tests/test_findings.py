@@ -41,7 +41,7 @@ def test_every_finding_has_a_suite_with_a_documented_header():
     for key in FINDINGS:
         text = suite_path(key).read_text()
         header = text[: text.index("\nname:")]
-        assert "Source:" in header and "--set" in header and "GPU" in header, key
+        assert "Source" in header and "--set" in header and "GPU" in header, key
         suite = load_suite(suite_path(key))
         assert suite.threads == 1 and suite.name == f"findings-{key}"
         assert expand(suite)
@@ -80,7 +80,7 @@ def test_run_findings_script_writes_the_markdown(tiny_runs: dict[str, Path], tmp
     root = next(iter(tiny_runs.values())).parent
     text = script.write_markdown(root, tmp_path / "findings.md")
     assert text.count("\n## ") == len(FINDINGS)
-    assert "not run" not in text.lower()
+    assert "**Not run.**" not in text
     for f in FINDINGS.values():
         assert f.source in text and f.claim in text
 
@@ -141,3 +141,30 @@ def test_latency_growth_ratio():
     row = pd.Series({0: 9.0, 8: 9.0, 40: 1.0, 400: 1.5, 4000: 3.0})
     assert growth_ratio(row) == pytest.approx(3.0)
     assert growth_ratio(pd.Series({0: 1.0, 40: 2.0})) != growth_ratio(pd.Series({0: 1.0, 40: 2.0}))  # NaN
+
+
+def test_formal_criterion():
+    suite = load_suite(suite_path("formal"))
+    lstm = {("lstm", "parity", n): 1.0 for n in (20, 40, 80)}
+    chance_level = {(m, "parity", n): 0.5 for m in ("transformer", "mamba") for n in (20, 40, 80)}
+    assert FINDINGS["formal"].analyse(_acc_rows({**lstm, **chance_level}), suite).verdict == "agree"
+    extrapolating_attention = {**chance_level, ("transformer", "parity", 40): 0.8}
+    assert FINDINGS["formal"].analyse(_acc_rows({**lstm, **extrapolating_attention}), suite).verdict == "partly"
+
+
+def test_copying_criterion_counts_only_transformers_that_copy():
+    suite = load_suite(suite_path("copying"))
+    rev, cop = (33, 65, 129), (65, 128, 254)
+
+    def rows(model: str, r: tuple, c: tuple) -> dict:
+        return {**{(model, "reverse", n): v for n, v in zip(rev, r)},
+                **{(model, "copy", n): v for n, v in zip(cop, c)}}
+
+    fixed_state = {**rows("mamba", (0.7, 0.2, 0.1), (0.3, 0.1, 0.1)), **rows("lstm", (0.6, 0.3, 0.2), (0.1, 0.1, 0.1))}
+    gradual = {**rows("attn_rope", (1.0, 0.8, 0.5), (1.0, 0.1, 0.1)), **rows("attn_nope", (0.3, 0.2, 0.1), (0.2, 0.1, 0.1))}
+    assert FINDINGS["copying"].analyse(_acc_rows({**fixed_state, **gradual}), suite).verdict == "agree"
+    # the RoPE model collapses past training; a NoPE model that never learned keeps a larger *fraction*
+    # of its (low) accuracy, which must not count as a transformer degrading gradually
+    collapse = {**rows("attn_rope", (1.0, 0.09, 0.08), (1.0, 0.1, 0.1)), **rows("attn_nope", (0.4, 0.35, 0.3), (0.3, 0.1, 0.1))}
+    a = FINDINGS["copying"].analyse(_acc_rows({**fixed_state, **collapse}), suite)
+    assert a.verdict == "partly" and "attn_rope" in a.reason
