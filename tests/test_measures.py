@@ -375,3 +375,16 @@ def test_gradient_flow_log_spaced_distances_and_seq2seq():
     assert all(math.isfinite(r["value"]) and r["value"] >= 0 for r in rows)
     s2s = run(make_ctx("gradient_flow", family="seq2seq", task=task, settings={"steps": 0, "n_distances": 8}))
     assert s2s and all(math.isfinite(r["value"]) for r in s2s)
+
+
+def test_eval_lengths_snap_to_lengths_the_task_takes():
+    import models
+    import tasks
+    from bench.measures.accuracy import eval_lengths
+
+    task = tasks.build("reverse")  # takes odd lengths 2n + 1 only
+    model = models.build("lstm", vocab_size=task.vocab_size, d_model=8, n_layers=1)
+    pairs = eval_lengths(task, model, task.seq_len, [1, 2, 4])
+    assert [f for f, _ in pairs] == [1, 2, 4]
+    assert all(n % 2 == 1 for _, n in pairs)
+    assert [n for _, n in pairs][1:] == [2 * task.seq_len + 1, 4 * task.seq_len + 1]

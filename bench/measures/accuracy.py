@@ -91,10 +91,26 @@ def eval_lengths(task: Any, model: Any, train_len: int, factors: list[float]) ->
         return pairs
     max_len = getattr(model.config, "max_len", None)
     for f in factors:
-        n = round(train_len * f)
-        if f != 1 and n >= 1 and (max_len is None or n <= max_len):
+        n = _accepted_len(task, round(train_len * f))
+        if f != 1 and n is not None and (max_len is None or n <= max_len):
             pairs.append((f, n))
     return pairs
+
+
+def _accepted_len(task: Any, n: int) -> int | None:
+    """n, or n + 1 when the task only takes lengths of one parity (e.g. reverse: 2k + 1);
+    None when it takes neither. Probed with one tiny batch, before any training is spent."""
+    import tasks
+
+    for cand in (n, n + 1):
+        if cand < 1:
+            continue
+        try:
+            task.batch(1, seq_len=cand, seed=0, split="eval")
+            return cand
+        except tasks.ConfigError:
+            continue
+    return None
 
 
 @register("accuracy")
