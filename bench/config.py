@@ -62,7 +62,6 @@ DEVICES = ("cpu", "cuda", "auto")
 DTYPES = ("float32", "bfloat16", "float16")
 MATCH_KEYS = ("model", "family", "task", "task_kind", "measure", "batch_size", "seq_len", "device", "dtype", "seed")
 FAULT_KINDS = ("raise", "oom", "hang", "kill", "slowdown", "extra_bytes", "accuracy_drop")
-SPEED_VOCAB = 64  # vocabulary of the random tokens that task-independent speed cells feed
 
 
 class SuiteError(ValueError):
