@@ -12,7 +12,8 @@ import signal
 import sys
 import time
 import traceback
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 
@@ -126,7 +127,7 @@ def run_cell(cell: Cell, base: dict[str, Any], faults: dict[str, Any] | None = N
         status, error = "ok", None
     except Skip as exc:
         rows, status, error = [], "skipped", str(exc)
-    except BaseException as exc:  # noqa: BLE001 — a cell's failure must become a row, whatever it is
+    except BaseException as exc:  # a cell's failure must become a row, whatever it is
         if isinstance(exc, KeyboardInterrupt):
             raise
         rows = []

@@ -18,7 +18,8 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 EXIT_OK, EXIT_FAIL, EXIT_BAD_INPUT = 0, 1, 2
 
@@ -144,7 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     for mod in ("bench.report", "bench.compare"):
         try:
-            register: Callable[[Any], None] = getattr(__import__(mod, fromlist=["register_cli"]), "register_cli")
+            register: Callable[[Any], None] = __import__(mod, fromlist=["register_cli"]).register_cli
         except (ImportError, AttributeError):
             continue
         register(sub)

@@ -586,6 +586,29 @@ def _check_pairs(comp: Comparison, key: tuple, baseline: Side, current: Side, me
                      + ", ".join(f"{x * 100:+.1f}%" for x in changes) + ")")
 
 
+def _busy_kept(rows: Rows) -> dict[tuple, int]:
+    """(cell_id, mode) -> samples the quiet guard could not retake (stats.busy_kept of the
+    throughput / latency rows; bench.timing.QuietGuard)."""
+    out: dict[tuple, int] = {}
+    for r in rows:
+        n = (r.get("stats") or {}).get("busy_kept") or 0
+        if n:
+            k = (r.get("cell_id"), r.get("mode"))
+            out[k] = max(out.get(k, 0), int(n))
+    return out
+
+
+def _check_busy(comp: Comparison, key: tuple, busy: tuple[dict[tuple, int], dict[tuple, int]]) -> None:
+    """A regression measured while the machine was busy (the guard ran out of retries on
+    either side) is downgraded to inconclusive: the slowdown may be the machine's."""
+    k = (key[0], key[2])
+    counts = [side.get(k, 0) for side in busy]
+    if any(counts):
+        comp.verdict = "inconclusive"
+        comp.note = (f"samples taken while the machine was busy (baseline {counts[0]}, current {counts[1]}): "
+                     "rerun on a quieter machine")
+
+
 def _listing(rows: list[dict[str, Any]]) -> dict[str, Any]:
     r = rows[0]
     return {"cell_id": r["cell_id"], "label": cell_label(r), "metric": r.get("metric"), "extras": _extras(r),
@@ -614,6 +637,7 @@ def compare(baseline: Side, current: Side, *, fail: Iterable[FailRule] = (), all
     cidx = _group(current.rows, metrics)
     comparisons: list[Comparison] = list(failed)
     timed: list[tuple[Comparison, stats.RatioTest, float]] = []
+    busy = (_busy_kept(baseline.rows), _busy_kept(current.rows))
     keys: dict[int, tuple] = {}  # id(comparison) -> its match key
     for key, brows in bidx.items():
         crows = cidx.get(key)
@@ -648,6 +672,8 @@ def compare(baseline: Side, current: Side, *, fail: Iterable[FailRule] = (), all
         comp.verdict = stats.timing_verdict(test, p_adj, threshold, bool(comp.higher_is_better), alpha)
         if comp.verdict == "regression":
             _check_pairs(comp, keys[id(comp)], baseline, current, metrics, threshold, speed)
+        if comp.verdict == "regression":
+            _check_busy(comp, keys[id(comp)], busy)
         if comp.verdict == "inconclusive":
             comp.note = comp.note or "too noisy to tell: the 95% interval straddles the threshold"
     drift = _drift_warning([c for c in comparisons if c.kind == "timing" and c.verdict != "not comparable"])

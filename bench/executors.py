@@ -17,9 +17,10 @@ import os
 import signal
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
-from typing import Any, Callable
+from typing import Any
 
 from bench.cell import outcome_row, prepare_process, run_cell
 from bench.matrix import Cell

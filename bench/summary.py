@@ -46,7 +46,7 @@ def summary_table(rows: list[dict[str, Any]]) -> str:
     out = pd.DataFrame(index=sorted(df.model.dropna().unique()))
     params = df.dropna(subset=["params"]).groupby("model").params.first()
     out["params"] = [_fmt(params.get(m), "count") for m in out.index]
-    acc = df[(df.metric == "accuracy") & (df.status == "ok") & (df.best == True) & df.distance.isna()  # noqa: E712
+    acc = df[(df.metric == "accuracy") & (df.status == "ok") & (df.best == True) & df.distance.isna()
              & (df.split != "curve") & (df.length_factor.isna() | (df.length_factor == 1))]
     for task, grp in acc.groupby("task"):
         best = grp.groupby("model").value.max()

@@ -21,7 +21,7 @@ from bench.measures import MEASURES, MeasureContext, Skip
 from bench.measures import latency as latency_mod
 from bench.measures import memory as memory_mod
 from bench.schema import EXTRA_FIELDS, METRICS
-from bench.timing import SettingsError, summarize
+from bench.timing import QuietGuard, SettingsError, guarded, measure, summarize
 from bench.train import random_batch, workload_fn
 from tasks.base import Task, token_batch
 
@@ -253,6 +253,117 @@ def test_slowdown_fault_halves_tokens_per_s():
             ctx = make_ctx("throughput", batch_size=4, seq_len=32, settings=settings, d_model=32, faults=faults)
             out += pick(run(ctx), "tokens_per_s")[0]["samples"]
     assert 0.35 < max(slow) / max(fast) < 0.7, (slow, fast)
+
+
+# --- quiet guard ----------------------------------------------------------------------
+
+
+class ScriptedGuard(QuietGuard):
+    """A guard whose probe ratios follow a script (no clock): 1.0 quiet, > 1.15 busy."""
+
+    def __init__(self, ratios):
+        self.tolerance, self.ratios, self.calls = 0.15, list(ratios), 0
+
+    def probe(self):
+        self.calls += 1
+        return self.ratios.pop(0) if self.ratios else 1.0
+
+
+def test_guard_retakes_busy_samples_and_keeps_quiet_ones():
+    taken = iter(range(100))
+    # a probe before the first sample, one after each, and a fresh one after a pause:
+    # samples 1 and 3 (0-based) end on a busy probe
+    guard = ScriptedGuard([1.0, 1.0, 1.6, 1.0, 1.0, 1.3, 1.0, 1.0, 1.0])
+    got, counts = guarded(lambda: next(taken), guard, want=4, max_retries=5, pause_s=0)
+    assert got == [0, 2, 4, 5]
+    assert counts == {"busy": 2, "busy_kept": 0}
+    assert guard.calls == 9
+
+
+def test_guard_keeps_the_least_busy_samples_when_retries_run_out():
+    taken = iter(range(100))
+    guard = ScriptedGuard([1.0, 1.0, 2.0, 1.0, 1.3, 1.0, 3.0])  # sample 0 quiet; of the busy, 1.3 is the least
+    got, counts = guarded(lambda: next(taken), guard, want=3, max_retries=2, pause_s=0)
+    assert got == [0, 2, 1]
+    assert counts == {"busy": 3, "busy_kept": 2}
+
+
+def test_no_guard_takes_exactly_what_was_asked():
+    got, counts = guarded(iter(range(10)).__next__, None, want=3, max_retries=5)
+    assert got == [0, 1, 2] and counts == {"busy": 0, "busy_kept": 0}
+
+
+class VirtualClock:
+    """time.perf_counter replaced by a clock that only the fake workloads advance:
+    the guard's arithmetic is tested without depending on this machine's load."""
+
+    def __init__(self):
+        self.now, self.busy = 0.0, False
+
+    def __call__(self):
+        return self.now
+
+    def spend(self, quiet_s):
+        self.now += quiet_s * (3.0 if self.busy else 1.0)
+
+
+@pytest.fixture
+def clock(monkeypatch):
+    c = VirtualClock()
+    monkeypatch.setattr(time, "perf_counter", c)
+    return c
+
+
+class ClockGuard(QuietGuard):
+    """The real QuietGuard with a probe that costs 0.2 ms of virtual time (0.6 ms while busy)."""
+
+    def __init__(self, clock, tolerance=0.2):
+        self.clock = clock
+        super().__init__(tolerance, learn_s=0.0)
+
+    def _work(self):
+        self.clock.spend(0.0002)
+
+
+def test_guard_ratio_is_relative_to_the_quiet_reference(clock):
+    guard = ClockGuard(clock)
+    assert guard.reference == pytest.approx(0.0002) and guard.probe() == pytest.approx(1.0)
+    clock.busy = True
+    assert guard.probe() == pytest.approx(3.0) and not guard.quiet(1.0, 3.0)
+    clock.busy = False
+    assert guard.quiet(guard.probe(), 1.2)
+
+
+def test_measure_retakes_the_samples_of_a_busy_window(clock):
+    """The machine is busy (everything 3x slower) from the 2nd to the 4th sample: the guard
+    sees it, those samples are retaken, and every kept sample is the quiet 1 ms."""
+    guard = ClockGuard(clock)
+    calls = {"n": 0}
+
+    def work():
+        calls["n"] += 1
+        clock.busy = 4 <= calls["n"] <= 6  # calls 1-2: warm-up and calibration; 3: first sample
+        clock.spend(0.001)
+
+    seconds, inner, counts = measure(work, CPU, warmup=1, repeats=5, min_time_s=0, guard=guard)
+    assert inner == 1
+    assert seconds == pytest.approx([0.001] * 5)
+    # samples 2-4 ran busy; sample 5's "before" probe still sees the window and is retaken too
+    assert counts == {"busy": 4, "busy_kept": 0}
+    clock.busy = False
+    unguarded, _, _ = measure(work, CPU, warmup=0, repeats=3, min_time_s=0, guard=None)
+    assert unguarded == pytest.approx([0.001] * 3)
+
+
+def test_throughput_rows_report_the_guard():
+    settings = {"modes": ["inference"], "warmup": 1, "repeats": 3, "min_time_s": 0.001}
+    on = pick(run(make_ctx("throughput", batch_size=2, seq_len=8, settings=settings, d_model=16)), "tokens_per_s")[0]
+    assert len(on["samples"]) == 3 and 0 <= on["stats"]["busy_kept"] <= on["stats"]["busy"]
+    off = pick(run(make_ctx("throughput", batch_size=2, seq_len=8, settings={**settings, "guard": 0}, d_model=16)),
+               "tokens_per_s")[0]
+    assert off["stats"]["busy"] == 0 and len(off["samples"]) == 3
+    with pytest.raises(SettingsError, match="guard"):
+        run(make_ctx("throughput", batch_size=2, seq_len=8, settings={**settings, "guard": -1}, d_model=16))
 
 
 # --- latency ------------------------------------------------------------------------

@@ -9,8 +9,9 @@ Timed regions exclude setup, warm up first, and synchronize CUDA.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import torch
 

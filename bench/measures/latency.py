@@ -15,10 +15,14 @@ Settings (all optional):
     warmup: 8         untimed warm-up steps
     repeats: 1        streams timed (per-token samples = repeats x seq_len)
     n_buckets: 16     log-spaced position buckets of the latency-vs-position rows
+    guard: 0.2        CPU only: a stream is retimed (up to 3 x repeats times) when a probe
+                      timed just before or after it ran more than this fraction slower
+                      than the quiet reference (bench.timing.QuietGuard); 0: off
 
 Rows:
     latency_p50_ms, latency_p90_ms, latency_p99_ms   percentiles of all per-token step
-                     times (samples: all of them, in ms, on the p50 row; stats on each)
+                     times (samples: all of them, in ms, on the p50 row; stats on each,
+                     with busy / busy_kept: streams the guard set aside / had to keep)
     first_token_ms   prefill_ms + the first step (the first step alone when prefill_len = 0)
     prefill_ms       only when prefill_len > 0
     latency_ms       per position bucket: median step time, column position = the middle
@@ -37,10 +41,22 @@ import numpy as np
 import torch
 
 from bench.measures import MeasureContext, Skip, register
-from bench.timing import busy_wait, gc_paused, merge_settings, positive, row, summarize, synchronize
+from bench.timing import (
+    GUARD_TOLERANCE,
+    busy_wait,
+    gc_paused,
+    guarded,
+    merge_settings,
+    positive,
+    quiet_guard,
+    row,
+    summarize,
+    synchronize,
+)
 from bench.train import random_batch
 
-DEFAULTS: dict[str, Any] = {"batch_size": 1, "prefill_len": 0, "warmup": 8, "repeats": 1, "n_buckets": 16}
+DEFAULTS: dict[str, Any] = {"batch_size": 1, "prefill_len": 0, "warmup": 8, "repeats": 1, "n_buckets": 16,
+                            "guard": GUARD_TOLERANCE}
 
 
 def position_buckets(seq_len: int, n_buckets: int) -> list[tuple[int, int]]:
@@ -88,6 +104,7 @@ def latency(ctx: MeasureContext) -> list[dict]:
     repeats = positive("latency", "repeats", s["repeats"])
     warmup = positive("latency", "warmup", s["warmup"], allow_zero=True)
     slowdown = float(ctx.faults.get("slowdown", 1.0))
+    guard = quiet_guard(ctx.device, positive("latency", "guard", s["guard"], integer=False, allow_zero=True))
     model = ctx.build_model()
     if not model.streamable:
         raise Skip(f"{model.family} is not streamable (bidirectional, pooled or encoder-decoder): "
@@ -95,7 +112,6 @@ def latency(ctx: MeasureContext) -> list[dict]:
     model.eval()
     total = prefill_len + seq_len
     x = random_batch(model, batch_size, total, ctx.device, ctx.cell.seed).inputs
-    prefills, streams = [], []
     with torch.no_grad(), gc_paused():
         state = model.init_state(batch_size, total)
         for t in range(min(warmup, total)):
@@ -103,14 +119,20 @@ def latency(ctx: MeasureContext) -> list[dict]:
         if prefill_len > 0:
             model(x[:, :prefill_len])
         synchronize(ctx.device)
-        for r in range(repeats):
-            ctx.progress(f"latency stream {r + 1}/{repeats}")
-            prefill_s, times = stream_step_times(model, x, prefill_len, ctx.device, slowdown)
-            prefills.append(prefill_s)
-            streams.append(times)
+        done = 0
+
+        def take() -> tuple[float | None, list[float]]:
+            nonlocal done
+            done += 1
+            ctx.progress(f"latency stream {done}/{repeats}" if done <= repeats else f"latency stream {done} (retiming)")
+            return stream_step_times(model, x, prefill_len, ctx.device, slowdown)
+
+        taken, busy = guarded(take, guard, repeats, 3 * repeats)
+        prefills = [p for p, _ in taken]
+        streams = [t for _, t in taken]
     ms = np.asarray(streams) * 1e3  # (repeats, T)
     flat = ms.ravel().tolist()
-    stats = summarize(flat)
+    stats = {**summarize(flat), **busy}
     rows = [row("latency_p50_ms", stats["median"], samples=flat, stats=stats)]
     for q in (90, 99):
         rows.append(row(f"latency_p{q}_ms", float(np.percentile(ms, q)), stats=stats))

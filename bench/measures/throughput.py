@@ -18,10 +18,15 @@ Settings (all optional):
                        samples fit between the scheduler's preemptions (the median then
                        reports the undisturbed speed, as blocked_autorange's does)
     lr: 1e-3           AdamW learning rate of the training step
+    guard: 0.2         CPU only: a sample is retaken (up to 3 x repeats times) when a
+                       probe timed just before or after it ran more than this fraction
+                       slower than the quiet reference (bench.timing.QuietGuard: the
+                       machine was busy); 0 turns the guard off
 
 Rows per mode (column mode):
     tokens_per_s     value = median sample; samples (tokens/s each); stats (+ inner:
-                     calls per sample)
+                     calls per sample; busy: samples set aside by the guard; busy_kept:
+                     busy samples kept because the retries ran out)
     achieved_flops   tokens/s x model.flops_per_token(seq_len), x3 for training
                      (backward ~ 2x forward); samples and stats likewise
     mfu              achieved_flops / the matmul FLOP/s ceiling measured on the same
@@ -33,7 +38,17 @@ from __future__ import annotations
 from typing import Any
 
 from bench.measures import MeasureContext, register
-from bench.timing import SettingsError, matmul_ceiling, measure, merge_settings, positive, row, summarize
+from bench.timing import (
+    GUARD_TOLERANCE,
+    SettingsError,
+    matmul_ceiling,
+    measure,
+    merge_settings,
+    positive,
+    quiet_guard,
+    row,
+    summarize,
+)
 from bench.train import random_batch, workload_fn
 
 DEFAULTS: dict[str, Any] = {
@@ -42,6 +57,7 @@ DEFAULTS: dict[str, Any] = {
     "repeats": 10,
     "min_time_s": 0.01,
     "lr": 1e-3,
+    "guard": GUARD_TOLERANCE,
 }
 MODES = ("inference", "training")
 FLOPS_FACTOR = {"inference": 1.0, "training": 3.0}
@@ -69,20 +85,21 @@ def throughput(ctx: MeasureContext) -> list[dict]:
     batch_size, seq_len = cell_shape(ctx, "throughput")
     slowdown = float(ctx.faults.get("slowdown", 1.0))
     tokens = batch_size * seq_len
+    guard = quiet_guard(ctx.device, positive("throughput", "guard", s["guard"], integer=False, allow_zero=True))
     rows: list[dict] = []
     for mode in modes:
         model = ctx.build_model()
         fn = workload_fn(model, mode, random_batch(model, batch_size, seq_len, ctx.device, ctx.cell.seed),
                          lr=float(s["lr"]))
         ctx.progress(f"throughput {mode}")
-        seconds, inner = measure(
+        seconds, inner, busy = measure(
             fn, ctx.device, warmup=positive("throughput", "warmup", s["warmup"], allow_zero=True),
             repeats=positive("throughput", "repeats", s["repeats"]),
             min_time_s=positive("throughput", "min_time_s", s["min_time_s"], integer=False, allow_zero=True),
-            slowdown=slowdown, progress=ctx.progress,
+            slowdown=slowdown, progress=ctx.progress, guard=guard,
         )
         tps = [tokens / sec for sec in seconds]
-        stats = {**summarize(tps), "inner": inner}
+        stats = {**summarize(tps), "inner": inner, **busy}
         rows.append(row("tokens_per_s", stats["median"], samples=tps, stats=stats, mode=mode))
         flops = model.flops_per_token(seq_len) * FLOPS_FACTOR[mode]
         achieved = [t * flops for t in tps]
