@@ -601,7 +601,7 @@ def _busy_kept(rows: Rows) -> dict[tuple, int]:
 def _check_busy(comp: Comparison, key: tuple, busy: tuple[dict[tuple, int], dict[tuple, int]]) -> None:
     """A regression measured while the machine was busy (the guard ran out of retries on
     either side) is downgraded to inconclusive: the slowdown may be the machine's."""
-    k = (key[0], key[2])
+    k = (key[0], key[MATCH_KEYS.index("mode")])
     counts = [side.get(k, 0) for side in busy]
     if any(counts):
         comp.verdict = "inconclusive"

@@ -159,6 +159,8 @@ def time_calls(fn: Callable[[], Any], device: torch.device, inner: int = 1, slow
 
 # --- quiet guard ----------------------------------------------------------------------
 
+GUARD_TOLERANCE = 0.2  # the measures' default `guard` setting
+
 
 class QuietGuard:
     """Tells whether this CPU runs at its usual speed right now.
@@ -181,7 +183,7 @@ class QuietGuard:
     GPU's own clock.
     """
 
-    def __init__(self, tolerance: float = 0.2, size: int = 128, chain: int = 8, window: int = 200,
+    def __init__(self, tolerance: float = GUARD_TOLERANCE, size: int = 128, chain: int = 8, window: int = 200,
                  learn_s: float = 1.0) -> None:
         g = torch.Generator(device="cpu").manual_seed(0)
         self.a = torch.randn(size, size, generator=g) / size**0.5
@@ -227,7 +229,6 @@ class QuietGuard:
         return max(ratios) <= 1.0 + self.tolerance
 
 
-GUARD_TOLERANCE = 0.2  # the measures' default `guard` setting
 _GUARDS: dict[float, QuietGuard] = {}
 
 

@@ -22,13 +22,7 @@ SMALL = {"vocab_size": 8, "d_model": 16, "n_layers": 2}  # applied where the fam
 B, T, N_OUT, D_IN = 4, 16, 5, 3
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models gain nothing from intra-op threads, and lose a lot on a loaded 2-core box."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def build(name: str, **config) -> models.SequenceModel:

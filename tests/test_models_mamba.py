@@ -15,12 +15,7 @@ from models.mamba import MambaBackendError, MambaMixer, mamba_ssm_available, sel
 LENGTHS = [1, 7, 33, 100]  # not multiples of any chunk size tried below (except 1)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def naive_scan(x, delta, A, Bm, Cm):

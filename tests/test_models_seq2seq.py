@@ -17,13 +17,7 @@ ATTENTIONS = ["none", "additive", "dot"]
 GATES = {"gru": 3, "lstm": 4}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models: one intra-op thread avoids OpenMP stalls on a busy shared CPU."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def expected_params(cell: str, attention: str, bi: bool, V: int, D: int, L: int, C: int) -> int:

@@ -14,12 +14,7 @@ from models.transformer import SelfAttention
 D, H = 16, 4
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def rope_complex(x: torch.Tensor, base: float) -> torch.Tensor:

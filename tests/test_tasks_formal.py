@@ -76,14 +76,6 @@ def test_oracle_scores_100_percent(name: str, seq_len: int | None) -> None:
         assert result["token_accuracy"] == 1.0
 
 
-@pytest.fixture
-def one_thread():
-    """The scorer's cross-entropy over (B, T, C) is faster single-threaded on a shared 2-core box."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 @pytest.mark.parametrize("name", NAMES)
 @pytest.mark.parametrize("seq_len", [None, 120])

@@ -127,14 +127,6 @@ def test_lra_length_range() -> None:
     check_batch(task, task.batch(4, seed=0), 501, 1999, 10, 10)
 
 
-@pytest.fixture
-def one_thread():
-    """The scorer's cross-entropy over (B, T, C) is faster single-threaded on a shared 2-core box."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 def test_constant_predictor_scores_stated_chance(one_thread: None) -> None:
     task = tasks.build("listops", seq_len=64)

@@ -15,6 +15,8 @@ from typing import Any
 
 import torch
 
+from bench.timing import SettingsError
+
 
 class Skip(Exception):
     """The measure does not apply to this cell (e.g. latency of a bidirectional model)."""
@@ -35,8 +37,11 @@ class MeasureContext:
     # memory measure), "accuracy_drop" (subtracted from every reported accuracy value).
     faults: dict[str, Any] = field(default_factory=dict)
 
-    def setting(self, key: str, default: Any) -> Any:
-        return self.settings.get(key, default)
+    def require_task(self, measure: str) -> Any:
+        """The cell's task; SettingsError when a measure that trains or probes has none."""
+        if self.task is None:
+            raise SettingsError(f"measure {measure!r} needs a task; give the cell a task")
+        return self.task
 
 
 MeasureFn = Callable[[MeasureContext], list[dict]]

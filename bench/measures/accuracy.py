@@ -116,9 +116,7 @@ def _accepted_len(task: Any, n: int) -> int | None:
 @register("accuracy")
 def accuracy(ctx: MeasureContext) -> list[dict]:
     s = merge_settings("accuracy", ctx.settings, DEFAULTS)
-    task = ctx.task
-    if task is None:
-        raise SettingsError("measure 'accuracy' needs a task; give the cell a task")
+    task = ctx.require_task("accuracy")
     lrs = list(s["lrs"])
     if not lrs:
         raise SettingsError("measures.accuracy: setting 'lrs' must list at least one learning rate")

@@ -37,7 +37,7 @@ import torch
 from torch import nn
 
 from bench.measures import MeasureContext, Skip, register
-from bench.timing import SettingsError, merge_settings, positive, row
+from bench.timing import merge_settings, positive, row
 from bench.train import TrainSettings, run_model, train
 from tasks.base import IGNORE_INDEX, Batch
 
@@ -136,9 +136,7 @@ def norms_by_distance(norms: np.ndarray, last: np.ndarray, distances: list[int])
 @register("gradient_flow")
 def gradient_flow(ctx: MeasureContext) -> list[dict]:
     s = merge_settings("gradient_flow", ctx.settings, DEFAULTS)
-    task = ctx.task
-    if task is None:
-        raise SettingsError("measure 'gradient_flow' needs a task; give the cell a task")
+    task = ctx.require_task("gradient_flow")
     seq_len = int(s["seq_len"] or task.seq_len)
     model = ctx.build_model()
     batch = task.batch(positive("gradient_flow", "probe_batch_size", s["probe_batch_size"]), seq_len=seq_len,
