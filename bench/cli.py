@@ -18,34 +18,17 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Callable
 from typing import Any
+
+from seqbench.errors import SeqbenchError
 
 EXIT_OK, EXIT_FAIL, EXIT_BAD_INPUT = 0, 1, 2
 
 
-def _user_errors() -> tuple[type[BaseException], ...]:
-    import models
-    import tasks
-    from bench.config import SuiteError
-    from bench.runner import RunDirError
-
-    errors: list[type[BaseException]] = [SuiteError, RunDirError, models.ConfigError, tasks.ConfigError,
-                                         FileNotFoundError]
-    for mod, name in (("bench.report", "ReportInputError"), ("bench.compare", "CompareInputError"),
-                      ("bench.ray_executor", "RayUnavailableError")):
-        try:
-            errors.append(getattr(__import__(mod, fromlist=[name]), name))
-        except (ImportError, AttributeError):
-            pass
-    return tuple(errors)
-
-
 def cmd_list(args: argparse.Namespace) -> int:
-    import models
-    import tasks
-    from bench.config import shipped_suites
-    from bench.measures import MEASURES
+    from seqbench import models, tasks
+    from seqbench.bench.measures import MEASURES
+    from seqbench.bench.run.config import shipped_suites
 
     what = {"models": models.names, "tasks": tasks.names, "suites": shipped_suites,
             "measures": lambda: sorted(MEASURES)}[args.what]
@@ -54,8 +37,8 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    from bench.config import load_suite
-    from bench.matrix import expand
+    from seqbench.bench.run.config import load_suite
+    from seqbench.bench.run.matrix import expand
 
     suite = load_suite(args.suite, args.set)
     cells = expand(suite, "cpu" if suite.device == "auto" else suite.device)
@@ -68,14 +51,14 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from bench.runner import execute, prepare
-    from bench.summary import summary_table
+    from seqbench.bench.report.summary import summary_table
+    from seqbench.bench.run.runner import execute, prepare
 
     suite, run_dir = prepare(args.suite, args.out, args.set, args.device, args.resume)
     print(f"seqbench: suite {suite.name!r} -> {run_dir}", file=sys.stderr)
     result = execute(suite, run_dir, parallel=args.parallel, executor=args.executor, address=args.address,
                      isolate=args.isolate)
-    from bench.runner import RESULTS, read_rows
+    from seqbench.bench.run.runner import RESULTS, read_rows
 
     rows = read_rows(run_dir / RESULTS)
     print(summary_table(rows))
@@ -94,11 +77,11 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def _write_report(run_dir: Any) -> bool:
     try:
-        from bench.report import build_report
+        from seqbench.bench.report.build import build_report
     except ImportError:
         return False
     try:
-        build_report([run_dir])
+        build_report([run_dir], warn=lambda w: print(f"seqbench: warning: {w}", file=sys.stderr))
         return True
     except Exception as exc:  # noqa: BLE001 — the rows are safe; say why the report failed
         print(f"seqbench: report failed: {type(exc).__name__}: {exc}; "
@@ -107,10 +90,18 @@ def _write_report(run_dir: Any) -> bool:
 
 
 def cmd_env(args: argparse.Namespace) -> int:
-    from bench.env import environment, resolve_device
+    from seqbench.bench.run.env import environment, resolve_device
 
     print(json.dumps(environment(resolve_device(args.device)), indent=2))
     return EXIT_OK
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an int >= 1 (argparse then prints 'invalid positive_int value' and exits 2)."""
+    value = int(text)
+    if value < 1:
+        raise ValueError(text)
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -135,7 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", metavar="RUN_DIR", help="finish an interrupted run: only unfinished cells run")
     p.add_argument("--executor", choices=["local", "ray"], default="local")
     p.add_argument("--address", help="Ray cluster address for --executor ray (auto, ray://HOST:PORT)")
-    p.add_argument("--parallel", type=int, default=1, help="local worker processes (one GPU each on CUDA)")
+    p.add_argument("--parallel", type=positive_int, default=1, help="local worker processes (one GPU each on CUDA)")
     p.add_argument("--isolate", action="store_true", help="a fresh worker process per cell")
     p.set_defaults(func=cmd_run)
 
@@ -143,12 +134,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", choices=["cpu", "cuda", "auto"], default="auto")
     p.set_defaults(func=cmd_env)
 
-    for mod in ("bench.report", "bench.compare"):
-        try:
-            register: Callable[[Any], None] = __import__(mod, fromlist=["register_cli"]).register_cli
-        except (ImportError, AttributeError):
-            continue
-        register(sub)
+    from seqbench.bench.compare.cli import register_cli as register_compare
+    from seqbench.bench.report.build import register_cli as register_report
+
+    register_report(sub)
+    register_compare(sub)
     return parser
 
 
@@ -157,9 +147,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except _user_errors() as exc:
+    except SeqbenchError as exc:
         print(f"seqbench: error: {exc}", file=sys.stderr)
-        return EXIT_BAD_INPUT
+        return int(getattr(exc, "exit_code", EXIT_BAD_INPUT))
     except KeyboardInterrupt:
         print("seqbench: interrupted", file=sys.stderr)
         return 130

@@ -1,19 +1,21 @@
 """seqbench model zoo: every family behind one interface (see models/base.py).
 
-    import models
+    from seqbench import models
     models.names()
     m = models.build("lstm", vocab_size=16, d_model=64, n_layers=2)
+    m = models.build("my_pkg.mixers:MyMixer", d_model=64)   # your own model (models/user.py)
 """
 
-from models.base import BackboneModel, Mixer, ModelConfig, SequenceModel
-from models.config import ConfigError
-from models.registry import build, config_class, config_dict, make, names, register
+# ruff: noqa: I001, F401  (the registration imports come last, in this order)
+from seqbench.errors import ConfigError
+from seqbench.models.base import BackboneModel, Mixer, ModelConfig, SequenceModel
+from seqbench.models.registry import build, config_class, config_dict, make, names, register
 
 # Registration happens by these explicit imports (one module per family).
-from models import rnn  # noqa: E402,F401  rnn, lstm, gru
-from models import seq2seq  # noqa: E402,F401
-from models import transformer  # noqa: E402,F401
-from models import mamba  # noqa: E402,F401
+from seqbench.models import rnn  # rnn, lstm, gru
+from seqbench.models import seq2seq
+from seqbench.models import transformer
+from seqbench.models import mamba
 
 __all__ = [
     "BackboneModel", "ConfigError", "Mixer", "ModelConfig", "SequenceModel",

@@ -25,33 +25,25 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.config import ConfigError
+from seqbench.config import Dropout, NonNegFloat, PosInt
 
 
 @dataclass(frozen=True)
 class ModelConfig:
     """Backbone fields shared by every family. Family configs subclass this."""
 
-    vocab_size: int = 16  # input token vocabulary (ignored when d_input is set)
-    d_input: int | None = None  # float features per position instead of tokens
-    d_output: int | None = None  # output classes / regression dims; default vocab_size
-    d_model: int = 64  # residual stream width D
-    n_layers: int = 2  # number of mixer blocks
-    mlp_ratio: float = 0.0  # MLP hidden = mlp_ratio * d_model after each mixer; 0 = no MLP
+    vocab_size: PosInt = 16  # input token vocabulary (ignored when d_input is set)
+    d_input: PosInt | None = None  # float features per position instead of tokens
+    d_output: PosInt | None = None  # output classes / regression dims; default vocab_size
+    d_model: PosInt = 64  # residual stream width D
+    n_layers: PosInt = 2  # number of mixer blocks
+    mlp_ratio: NonNegFloat = 0.0  # MLP hidden = mlp_ratio * d_model after each mixer; 0 = no MLP
     norm: Literal["layernorm", "rmsnorm"] = "layernorm"
-    dropout: float = 0.0
+    dropout: Dropout = 0.0  # in [0, 1)
     pool: Literal["none", "mean", "last"] = "none"  # "none": per-position (B, T, C); else (B, C)
 
     def __post_init__(self) -> None:
-        for key in ("vocab_size", "d_model", "n_layers"):
-            if getattr(self, key) < 1:
-                raise ConfigError(f"{key} must be >= 1, got {getattr(self, key)}")
-        if self.d_input is not None and self.d_input < 1:
-            raise ConfigError(f"d_input must be >= 1 or null, got {self.d_input}")
-        if self.mlp_ratio < 0:
-            raise ConfigError(f"mlp_ratio must be >= 0, got {self.mlp_ratio}")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ConfigError(f"dropout must be in [0, 1), got {self.dropout}")
+        """Cross-field checks only; each field's own range is declared beside it (seqbench.config)."""
 
     @property
     def n_outputs(self) -> int:
@@ -61,12 +53,24 @@ class ModelConfig:
 class Mixer(nn.Module):
     """A sequence mixer: (B, T, D) -> (B, T, D), plus its streaming form.
 
-    Subclasses set `streamable` and `impl` and implement forward; streamable
-    ones also implement init_state / step / state_bytes.
+    Subclasses implement forward and set `impl`; streamable ones also implement
+    init_state / step / state_bytes. `streamable` is True when a subclass overrides
+    init_state and step (a built-in may also set it as a class attribute).
     """
 
-    streamable: bool = True
     impl: str = "torch"
+    _streamable: bool | None = None  # set by `self.streamable = …` (e.g. False when bidirectional)
+
+    @property
+    def streamable(self) -> bool:
+        if self._streamable is not None:
+            return self._streamable
+        cls = type(self)
+        return cls.init_state is not Mixer.init_state and cls.step is not Mixer.step
+
+    @streamable.setter
+    def streamable(self, value: bool) -> None:
+        self._streamable = bool(value)
 
     def init_state(self, batch_size: int, max_len: int, device: torch.device, dtype: torch.dtype) -> Any:
         raise NotImplementedError

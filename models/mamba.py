@@ -40,9 +40,9 @@ import torch.nn.functional as F
 from torch import nn
 from torch.autograd.function import once_differentiable
 
-from models.base import BackboneModel, Mixer, ModelConfig
-from models.config import ConfigError
-from models.registry import register
+from seqbench.config import NonNegFloat, PosInt
+from seqbench.models.base import BackboneModel, Mixer, ModelConfig
+from seqbench.models.registry import register
 
 INSTALL_HINT = "pip install 'seqbench[mamba]'  (mamba-ssm and causal-conv1d; needs a CUDA GPU)"
 # The reference scan works on time chunks of about this many (B, E, N) elements per buffer, so a
@@ -59,20 +59,12 @@ class MambaBackendError(RuntimeError):
 
 @dataclass(frozen=True)
 class MambaConfig(ModelConfig):
-    d_state: int = 16  # N: SSM state size per inner channel
-    d_conv: int = 4  # width of the causal depthwise convolution
-    expand: int = 2  # D_inner = expand * d_model
-    dt_rank: int | None = None  # R: rank of the Δ projection; None = ceil(d_model / 16) ("auto")
+    d_state: PosInt = 16  # N: SSM state size per inner channel
+    d_conv: PosInt = 4  # width of the causal depthwise convolution
+    expand: PosInt = 2  # D_inner = expand * d_model
+    dt_rank: PosInt | None = None  # R: rank of the Δ projection; None = ceil(d_model / 16) ("auto")
     backend: Literal["auto", "reference", "mamba_ssm"] = "auto"  # scan kernel; see module docstring
-    mlp_ratio: float = 0.0  # Mamba blocks have no MLP (the gated SSM replaces it)
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        for key in ("d_state", "d_conv", "expand"):
-            if getattr(self, key) < 1:
-                raise ConfigError(f"{key} must be >= 1, got {getattr(self, key)}")
-        if self.dt_rank is not None and self.dt_rank < 1:
-            raise ConfigError(f"dt_rank must be >= 1 or null (auto), got {self.dt_rank}")
+    mlp_ratio: NonNegFloat = 0.0  # Mamba blocks have no MLP (the gated SSM replaces it)
 
 
 # ----------------------------------------------------------------------------- mamba_ssm guard

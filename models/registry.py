@@ -1,48 +1,49 @@
-"""Name -> (config dataclass, model class) registry for model families."""
+"""The model-family registry: built-in families, entry points (group `seqbench.models`) and
+import paths (`family: "my_pkg.mixers:MyMixer"`), all behind `build(name, **config)`."""
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
-from models.base import ModelConfig, SequenceModel
-from models.config import ConfigError, config_dict, make_config, unknown_name_error
+from seqbench.config import config_dict
+from seqbench.errors import ConfigError
+from seqbench.models.base import ModelConfig, SequenceModel
+from seqbench.registry import Entry, Registry
 
-_FAMILIES: dict[str, tuple[type[ModelConfig], type[SequenceModel]]] = {}
+
+def _adapt(name: str, obj: Any, source: str) -> Entry:
+    from seqbench.models.user import user_model_entry
+
+    return user_model_entry(name, obj, source)
+
+
+REGISTRY = Registry("model family", "seqbench.models", _adapt, name_attr="family")
 
 
 def register(name: str, config_cls: type[ModelConfig]) -> Callable[[type[SequenceModel]], type[SequenceModel]]:
     """Class decorator: `@register("lstm", LSTMConfig)` on a model class taking (config)."""
-
-    def wrap(model_cls: type[SequenceModel]) -> type[SequenceModel]:
-        if name in _FAMILIES:
-            raise RuntimeError(f"model family {name!r} registered twice")
-        model_cls.family = name
-        _FAMILIES[name] = (config_cls, model_cls)
-        return model_cls
-
-    return wrap
+    return REGISTRY.register(name, config_cls)
 
 
 def names() -> list[str]:
-    """Registered family names, sorted."""
-    return sorted(_FAMILIES)
+    """Registered family names (built-in and installed entry points), sorted."""
+    return REGISTRY.names()
 
 
 def config_class(name: str) -> type[ModelConfig]:
-    if name not in _FAMILIES:
-        raise unknown_name_error("model family", name, _FAMILIES)
-    return _FAMILIES[name][0]
+    """The config dataclass of family `name` (a built-in, an entry point or an import path)."""
+    return REGISTRY.get(name).config_class
 
 
 def make(name: str, **config: Any) -> ModelConfig:
     """Validated config of family `name` (raises ConfigError naming the bad key)."""
-    return make_config(config_class(name), f"model {name!r}", **config)
+    return REGISTRY.make(name, **config)
 
 
 def build(name: str, **config: Any) -> SequenceModel:
     """Build a model of family `name`, e.g. build("lstm", vocab_size=16, d_model=64)."""
-    cfg = make(name, **config)
-    return _FAMILIES[name][1](cfg)
+    return REGISTRY.build(name, **config)
 
 
-__all__ = ["ConfigError", "build", "config_class", "config_dict", "make", "names", "register"]
+__all__ = ["REGISTRY", "ConfigError", "build", "config_class", "config_dict", "make", "names", "register"]

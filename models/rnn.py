@@ -39,8 +39,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from models.base import BackboneModel, Mixer, ModelConfig
-from models.registry import register
+from seqbench.models.base import BackboneModel, Mixer, ModelConfig
+from seqbench.models.registry import register
 
 RNN_MODULES: dict[str, type[nn.RNNBase]] = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
 N_GATES = {"rnn": 1, "gru": 3, "lstm": 4}

@@ -34,10 +34,10 @@ from typing import Literal
 import torch
 from torch import nn
 
-from models.base import ModelConfig, SequenceModel, matmul_params
-from models.config import ConfigError
-from models.registry import register
-from models.rnn import rnn_impl
+from seqbench.errors import ConfigError
+from seqbench.models.base import ModelConfig, SequenceModel, matmul_params
+from seqbench.models.registry import register
+from seqbench.models.rnn import rnn_impl
 
 State = torch.Tensor | tuple[torch.Tensor, torch.Tensor]  # GRU h, or LSTM (h, c); each (L, B, D)
 

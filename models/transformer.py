@@ -13,15 +13,16 @@ embedding (GPT-2), "none" adds nothing (a causal mask still tells positions apar
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.base import BackboneModel, Mixer, ModelConfig
-from models.config import ConfigError
-from models.registry import register
+from seqbench.config import NonNegFloat, PosInt, Range
+from seqbench.errors import ConfigError
+from seqbench.models.base import BackboneModel, Mixer, ModelConfig
+from seqbench.models.registry import register
 
 # torch.nn.attention.SDPBackend values, as returned by torch._fused_sdp_choice
 _SDPA_KERNELS = {0: "sdpa-math", 1: "sdpa-flash", 2: "sdpa-efficient", 3: "sdpa-cudnn"}
@@ -29,17 +30,15 @@ _SDPA_KERNELS = {0: "sdpa-math", 1: "sdpa-flash", 2: "sdpa-efficient", 3: "sdpa-
 
 @dataclass(frozen=True)
 class TransformerConfig(ModelConfig):
-    n_heads: int = 4  # H: attention heads; head size d_model // n_heads
+    n_heads: PosInt = 4  # H: attention heads; head size d_model // n_heads
     causal: bool = True  # True: masked decoder (streamable); False: bidirectional encoder
     positions: Literal["rope", "learned", "none"] = "rope"  # how positions enter
-    rope_base: float = 10000.0  # RoPE frequency base (theta)
-    max_len: int = 2048  # learned positions: rows of the position table = longest sequence
-    mlp_ratio: float = 4.0  # MLP hidden = 4 * d_model, as in GPT
+    rope_base: Annotated[float, Range(gt=1)] = 10000.0  # RoPE frequency base (theta)
+    max_len: PosInt = 2048  # learned positions: rows of the position table = longest sequence
+    mlp_ratio: NonNegFloat = 4.0  # MLP hidden = 4 * d_model, as in GPT
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.n_heads < 1:
-            raise ConfigError(f"n_heads must be >= 1, got {self.n_heads}")
         if self.d_model % self.n_heads != 0:
             divisors = [h for h in range(1, self.d_model + 1) if self.d_model % h == 0 and h <= 64]
             raise ConfigError(
@@ -51,10 +50,6 @@ class TransformerConfig(ModelConfig):
                 f"positions 'rope' needs an even head size, got d_model // n_heads = "
                 f"{self.d_model} // {self.n_heads} = {self.d_model // self.n_heads}; change d_model or n_heads"
             )
-        if self.max_len < 1:
-            raise ConfigError(f"max_len must be >= 1, got {self.max_len}")
-        if self.rope_base <= 1.0:
-            raise ConfigError(f"rope_base must be > 1, got {self.rope_base}")
 
 
 def apply_rope(x: torch.Tensor, pos: torch.Tensor, base: float) -> torch.Tensor:

@@ -1,9 +1,9 @@
 """Measurement fidelity: does the harness report what an independent timer sees?
 
-(1) Throughput. The tokens/s that bench.measures.throughput reports for an LSTM
+(1) Throughput. The tokens/s that seqbench.bench.measures.throughput reports for an LSTM
     (models.build("lstm", residual=False): embedding -> plain nn.LSTM layers -> head) vs
     torch.utils.benchmark.Timer(...).blocked_autorange on the exact same workload (the
-    same seeded model, inputs and callable from bench.train.workload_fn) in the same
+    same seeded model, inputs and callable from seqbench.bench.measures.train.workload_fn) in the same
     process, for inference and training. Goal: within 5%. The two are interleaved
     round by round, alternating which goes first, so a drift in machine load shows up
     as a spread between rounds rather than as a bias; the summary is the median of the
@@ -11,7 +11,7 @@
     the fastest sample are compared: on a shared machine other processes stretch some
     samples by 2-3x, which moves medians between rounds but leaves the fastest sample,
     the undisturbed speed, in place.
-(2) Streaming latency. The median per-token step() time that bench.measures.latency
+(2) Streaming latency. The median per-token step() time that seqbench.bench.measures.latency
     reports for the same LSTM vs bare PyTorch loops over the same width and depth: an
     nn.LSTM called on one token (1, 1, D) at a time with its (h, c) state, and a stack
     of nn.LSTMCell. The harness's step adds the embedding and the head to the cells,
@@ -30,11 +30,11 @@ import time
 import torch
 import torch.utils.benchmark as tbench
 
-import models
-from bench.matrix import Cell
-from bench.measures import MEASURES, MeasureContext
-from bench.timing import synchronize
-from bench.train import random_batch, workload_fn
+from seqbench import models
+from seqbench.bench.measures import MEASURES, MeasureContext
+from seqbench.bench.measures.timing import synchronize
+from seqbench.bench.measures.train import random_batch, workload_fn
+from seqbench.bench.run.matrix import Cell
 
 
 def build_lstm(args: argparse.Namespace) -> models.SequenceModel:
@@ -50,13 +50,14 @@ def context(args: argparse.Namespace, measure: str, settings: dict, batch_size: 
     cell = Cell(model="lstm", family="lstm", model_config=cfg, task=None, task_kind=None, task_params={},
                 measure=measure, settings=settings, batch_size=batch_size, seq_len=seq_len, device=args.device)
     return MeasureContext(cell=cell, build_model=lambda: build_lstm(args), task=None,
-                          device=torch.device(args.device), dtype=torch.float32, settings=settings)
+                          device=torch.device(args.device), dtype=torch.float32,
+                          settings=MEASURES[measure].make_settings(settings))
 
 
 def harness_tokens_per_s(args: argparse.Namespace, mode: str) -> tuple[float, float]:
-    """(median, best) tokens/s over the samples of bench.measures.throughput's default protocol."""
+    """(median, best) tokens/s over the samples of seqbench.bench.measures.throughput's default protocol."""
     settings = {"modes": [mode]}
-    rows = MEASURES["throughput"](context(args, "throughput", settings, args.batch_size, args.seq_len))
+    rows = MEASURES["throughput"].fn(context(args, "throughput", settings, args.batch_size, args.seq_len))
     row = next(r for r in rows if r["metric"] == "tokens_per_s")
     return row["value"], max(row["samples"])
 
@@ -76,7 +77,7 @@ def timer_tokens_per_s(args: argparse.Namespace, mode: str) -> tuple[float, floa
 
 
 def harness_step_ms(args: argparse.Namespace) -> float:
-    rows = MEASURES["latency"](context(args, "latency", {"warmup": 16}, None, args.stream_len))
+    rows = MEASURES["latency"].fn(context(args, "latency", {"warmup": 16}, None, args.stream_len))
     return next(r["value"] for r in rows if r["metric"] == "latency_p50_ms")
 
 
@@ -143,7 +144,7 @@ def main() -> None:
           f"lstm(residual=False) B={args.batch_size} T={args.seq_len} D={args.d_model} L={args.n_layers} "
           f"V={args.vocab_size}")
 
-    print("\n(1) tokens/s: harness (bench.measures.throughput) vs torch.utils.benchmark blocked_autorange")
+    print("\n(1) tokens/s: harness (seqbench.bench.measures.throughput) vs torch.utils.benchmark blocked_autorange")
     print("median: the median sample of each (what each reports); best: the fastest sample of each")
     print(f"{'mode':<10} {'round':>5} {'harness':>10} {'Timer':>10} {'diff':>7} {'harness':>10} {'Timer':>10} {'diff':>7}")
     print(f"{'':<10} {'':>5} {'median':>10} {'median':>10} {'':>7} {'best':>10} {'best':>10}")

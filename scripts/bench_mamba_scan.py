@@ -28,8 +28,8 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-import models
-from models.mamba import SCAN_CHUNK_ELEMS, MambaMixer
+from seqbench import models
+from seqbench.models.mamba import SCAN_CHUNK_ELEMS, MambaMixer
 
 
 def naive_block(m: MambaMixer, u: torch.Tensor) -> torch.Tensor:

@@ -33,8 +33,8 @@ import torch
 from torch import nn
 from torch.utils.benchmark import Timer
 
-import models
-from models.rnn import RNN_MODULES, state_dict_from_stacked
+from seqbench import models
+from seqbench.models.rnn import RNN_MODULES, state_dict_from_stacked
 
 
 class Bare(nn.Module):

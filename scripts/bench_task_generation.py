@@ -27,8 +27,7 @@ from collections.abc import Callable
 
 import torch
 
-import models
-import tasks
+from seqbench import models, tasks
 
 MissingDataError = getattr(tasks.base, "MissingDataError", ImportError)
 

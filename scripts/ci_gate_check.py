@@ -146,7 +146,7 @@ def main() -> int:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="more suite overrides")
     args = p.parse_args()
 
-    from bench.config import load_suite
+    from seqbench.bench.run.config import load_suite
 
     suite = load_suite(args.suite, overrides(args, with_faults=True))  # fail fast on a bad model name
     for arg in ("slow_model", "mem_model", "acc_model"):

@@ -3,10 +3,10 @@
 Runs bench/suites/findings-<key>.yaml for each finding, one suite after another (the latency
 suite last, with one worker: it is timing-sensitive), each with
 
-    python -m bench run bench/suites/findings-<key>.yaml --out results/reference/findings/<key> --parallel 2
+    python -m seqbench run bench/suites/findings-<key>.yaml --out results/reference/findings/<key> --parallel 2
 
 into a fresh run directory (results.jsonl, env.json, suite.yaml, report/, plus run.json with
-the command, its exit code and wall time), then analyses every run with bench.findings and
+the command, its exit code and wall time), then analyses every run with seqbench.bench.findings.core and
 writes results/reference/findings.md: per finding the claim and its source, our setup, a
 table of our numbers and a verdict (agree / partly / disagree) with its reason.
 
@@ -31,7 +31,7 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.findings import FINDINGS, Analysis, FindingsError, analyse_run, to_markdown
+from seqbench.bench.findings.core import FINDINGS, Analysis, FindingsError, analyse_run, to_markdown
 
 OUT_ROOT = ROOT / "results" / "reference" / "findings"
 MARKDOWN = ROOT / "results" / "reference" / "findings.md"
@@ -139,7 +139,7 @@ def _section(i: int, key: str, run_dir: Path) -> tuple[str, str]:
         return head + f"\n**Not run.** {exc}\n", "not run"
     rec = _run_record(run_dir)
     wall = f"{rec['wall_s'] / 60:.1f} min wall" if "wall_s" in rec else "wall time not recorded"
-    lines = [head, f"**Our setup** ({wall}; `{rec.get('command', 'python -m bench run ...')}`). {a.setup}\n",
+    lines = [head, f"**Our setup** ({wall}; `{rec.get('command', 'python -m seqbench run ...')}`). {a.setup}\n",
              f"**Protocol differences.** {f.protocol}\n", to_markdown(a.table) + "\n",
              f"**Verdict: {a.verdict}.** {a.reason}"]
     note = NOTES.get(key, {}).get(a.verdict)
@@ -173,7 +173,7 @@ def write_markdown(out_root: Path, path: Path) -> str:
         "# Published findings, reproduced with seqbench's own runs\n",
         ("Each finding of issue 9 has a suite (bench/suites/findings-*.yaml, whose header gives the `--set` "
          "overrides for the paper's scale on a GPU), a run under results/reference/findings/<name>/, and the "
-         "analysis in bench/findings.py that turns the run into the table and the verdict below. The verdict "
+         "analysis in bench/findings/ that turns the run into the table and the verdict below. The verdict "
          "follows a criterion written in that analysis (quoted with each verdict), so a rerun is judged the "
          "same way. Regenerate with `python scripts/run_findings.py` (all six, ~25-40 min on the 2-core CPU) "
          "or `python scripts/run_findings.py --analyse-only`.\n"),

@@ -1,27 +1,28 @@
 """seqbench tasks: seeded synthetic generators and offline real-data loaders.
 
-    import tasks
+    from seqbench import tasks
     tasks.names()
     t = tasks.build("copy", vocab_size=10, n_copy=8, delay=32)
     b = t.batch(32, seed=0, split="train")
 """
 
-from tasks.base import IGNORE_INDEX, Batch, Task, loss, score, task_rng, token_batch
-from tasks.config import ConfigError
-from tasks.registry import build, config_class, names, register
+# ruff: noqa: I001, F401  (the registration imports come last, in this order)
+from seqbench.errors import ConfigError, MissingDataError
+from seqbench.tasks.base import IGNORE_INDEX, Batch, RealTask, Task, loss, score, task_rng, token_batch
+from seqbench.tasks.registry import build, config_class, names, register
 
 # Registration happens by these explicit imports (one module per task or task family).
-from tasks import copy  # noqa: E402,F401  copy, selective_copy
-from tasks import recall  # noqa: E402,F401  associative_recall, induction_heads, long_range_recall
-from tasks import adding  # noqa: E402,F401
-from tasks import seq2seq_tasks  # noqa: E402,F401  reverse
-from tasks import formal  # noqa: E402,F401  parity, modular_arithmetic, cycle_navigation, even_pairs
-from tasks import listops  # noqa: E402,F401
-from tasks import sequential_image  # noqa: E402,F401
-from tasks import timeseries  # noqa: E402,F401  timeseries_classification, forecasting
-from tasks import char_lm  # noqa: E402,F401
+from seqbench.tasks import copy  # copy, selective_copy
+from seqbench.tasks import recall  # associative_recall, induction_heads, long_range_recall
+from seqbench.tasks import adding
+from seqbench.tasks import seq2seq_tasks  # reverse
+from seqbench.tasks import formal  # parity, modular_arithmetic, cycle_navigation, even_pairs
+from seqbench.tasks import listops
+from seqbench.tasks import sequential_image
+from seqbench.tasks import timeseries  # timeseries_classification, forecasting
+from seqbench.tasks import char_lm
 
 __all__ = [
-    "IGNORE_INDEX", "Batch", "ConfigError", "Task", "build", "config_class", "loss",
+    "IGNORE_INDEX", "Batch", "ConfigError", "MissingDataError", "RealTask", "Task", "build", "config_class", "loss",
     "names", "register", "score", "task_rng", "token_batch",
 ]

@@ -11,22 +11,20 @@ the last position is the sum of the two marked values.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Annotated
 
 import numpy as np
 import torch
 
-from tasks.base import Batch, Task
-from tasks.config import ConfigError
-from tasks.registry import register
+from seqbench.config import Range
+from seqbench.errors import ConfigError
+from seqbench.tasks.base import Batch, Task
+from seqbench.tasks.registry import register
 
 
 @dataclass(frozen=True)
 class AddingConfig:
-    seq_len: int = 100  # T; Hochreiter & Schmidhuber use T >= 100, Le et al. 150..750
-
-    def __post_init__(self) -> None:
-        if self.seq_len < 2:
-            raise ConfigError(f"seq_len must be >= 2, got {self.seq_len}")
+    seq_len: Annotated[int, Range(ge=2)] = 100  # T; Hochreiter & Schmidhuber use T >= 100, Le et al. 150..750
 
 
 @register("adding", AddingConfig)

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from tasks.config import ConfigError
+from seqbench.errors import ConfigError, MissingDataError
 
 IGNORE_INDEX = -100
 SPLITS = {"train": 0, "eval": 1, "test": 1}  # "test" is an alias of the held-out stream
@@ -55,10 +55,6 @@ class Batch:
     def to(self, device: torch.device | str) -> "Batch":
         meta = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in self.meta.items()}
         return Batch(self.inputs.to(device), self.targets.to(device), self.mask.to(device), self.src_len, meta)
-
-
-class MissingDataError(ConfigError):
-    """Real data, or the optional package that ships it, is not available; the message says how to get it."""
 
 
 def require(module: str, package: str, what: str) -> Any:
@@ -153,6 +149,25 @@ class Task:
 
     def score(self, output: torch.Tensor, batch: Batch) -> dict[str, Any]:
         return score(output, batch, metric=self.metric)
+
+
+class RealTask(Task):
+    """A task over real data: `load()` reads it once (on first use, not when the task is built, so
+    a suite validates without the data) and keeps it; subclasses implement `_load()`."""
+
+    real: ClassVar[bool] = True
+
+    def __init__(self, config: Any) -> None:
+        super().__init__(config)
+        self._loaded: Any = None
+
+    def load(self) -> Any:
+        if self._loaded is None:
+            self._loaded = self._load()
+        return self._loaded
+
+    def _load(self) -> Any:
+        raise NotImplementedError
 
 
 def _scored(output: torch.Tensor, batch: Batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -33,13 +33,14 @@ import platform
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import numpy as np
 
-from tasks.base import Batch, MissingDataError, Task, sha256_of, token_batch
-from tasks.config import ConfigError
-from tasks.registry import register
+from seqbench.config import PosInt, Range
+from seqbench.errors import ConfigError
+from seqbench.tasks.base import Batch, MissingDataError, RealTask, sha256_of, token_batch
+from seqbench.tasks.registry import register
 
 STDLIB_FILES = (  # relative to the stdlib directory; all exist as plain .py in CPython 3.10-3.14
     "abc.py", "argparse.py", "bisect.py", "calendar.py", "collections/__init__.py", "contextlib.py",
@@ -53,14 +54,11 @@ STDLIB_FILES = (  # relative to the stdlib directory; all exist as plain .py in 
 class CharLMConfig:
     path: str | None = None  # a UTF-8 text file; None = the pinned standard-library corpus
     vocab: Literal["byte", "char"] = "byte"  # 256 byte values, or the train split's characters + unknown
-    seq_len: int = 256  # window length (any length that fits in the eval split)
-    train_fraction: float = 0.9  # leading share of the corpus for train; the rest is eval/test
+    seq_len: PosInt = 256  # window length (any length that fits in the eval split)
+    # leading share of the corpus for train; the rest is eval/test
+    train_fraction: Annotated[float, Range(gt=0, lt=1)] = 0.9
 
     def __post_init__(self) -> None:
-        if self.seq_len < 1:
-            raise ConfigError(f"seq_len must be >= 1, got {self.seq_len}")
-        if not 0.0 < self.train_fraction < 1.0:
-            raise ConfigError(f"train_fraction must be in (0, 1), got {self.train_fraction}")
         if self.path is not None and not os.path.isfile(self.path):
             raise ConfigError(f"path {self.path!r} is not a file; pass a text file, or path=None for the stdlib corpus")
 
@@ -131,20 +129,13 @@ def load_corpus(path: str | None, vocab: str, train_fraction: float) -> Corpus:
 
 
 @register("char_lm", CharLMConfig)
-class CharLM(Task):
+class CharLM(RealTask):
     metric = "bits_per_char"
     extrapolates = True  # any window length that fits in the eval split
-    real = True
 
-    def __init__(self, config: CharLMConfig) -> None:
-        super().__init__(config)
-        self._corpus: Corpus | None = None
-
-    def load(self) -> Corpus:
-        if self._corpus is None:
-            c = self.config
-            self._corpus = load_corpus(os.path.abspath(c.path) if c.path else None, c.vocab, c.train_fraction)
-        return self._corpus
+    def _load(self) -> Corpus:
+        c = self.config
+        return load_corpus(os.path.abspath(c.path) if c.path else None, c.vocab, c.train_fraction)
 
     @property
     def vocab_size(self) -> int:

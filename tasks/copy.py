@@ -19,30 +19,25 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Annotated
 
 import numpy as np
 
-from tasks.base import IGNORE_INDEX, Batch, Task, token_batch
-from tasks.config import ConfigError
-from tasks.registry import register
+from seqbench.config import NonNegInt, PosInt, Range
+from seqbench.errors import ConfigError
+from seqbench.tasks.base import IGNORE_INDEX, Batch, Task, token_batch
+from seqbench.tasks.registry import register
 
 BLANK = 0
 
 
 @dataclass(frozen=True)
 class CopyConfig:
-    vocab_size: int = 10  # blank (0) + symbols 1..V-2 + marker V-1; Arjovsky et al. use 10 (8 symbols)
-    n_copy: int = 10  # symbols to memorize and reproduce
-    delay: int = 100  # blanks between the last symbol and the marker (Arjovsky et al.'s T - 1)
+    # blank (0) + symbols 1..V-2 + marker V-1, so >= 3 (blank, marker, one symbol); Arjovsky et al. use 10 (8 symbols)
+    vocab_size: Annotated[int, Range(ge=3)] = 10
+    n_copy: PosInt = 10  # symbols to memorize and reproduce
+    delay: NonNegInt = 100  # blanks between the last symbol and the marker (Arjovsky et al.'s T - 1)
     score_blanks: bool = False  # also score the blank targets before the outputs (Arjovsky et al.'s loss)
-
-    def __post_init__(self) -> None:
-        if self.vocab_size < 3:
-            raise ConfigError(f"vocab_size must be >= 3 (blank, marker, one symbol), got {self.vocab_size}")
-        if self.n_copy < 1:
-            raise ConfigError(f"n_copy must be >= 1, got {self.n_copy}")
-        if self.delay < 0:
-            raise ConfigError(f"delay must be >= 0, got {self.delay}")
 
 
 @register("copy", CopyConfig)
@@ -121,15 +116,12 @@ class Copy(Task):
 
 @dataclass(frozen=True)
 class SelectiveCopyConfig:
-    vocab_size: int = 16  # noise (0) + symbols 1..V-2 + marker V-1; Mamba uses 16
-    n_copy: int = 16  # data tokens scattered in the context, output in order; Mamba uses 16
+    # noise (0) + symbols 1..V-2 + marker V-1, so >= 3 (noise, marker, one symbol); Mamba uses 16
+    vocab_size: Annotated[int, Range(ge=3)] = 16
+    n_copy: PosInt = 16  # data tokens scattered in the context, output in order; Mamba uses 16
     seq_len: int = 256  # context (seq_len - n_copy - 1) + marker + n_copy outputs; Mamba uses 4096
 
     def __post_init__(self) -> None:
-        if self.vocab_size < 3:
-            raise ConfigError(f"vocab_size must be >= 3 (noise, marker, one symbol), got {self.vocab_size}")
-        if self.n_copy < 1:
-            raise ConfigError(f"n_copy must be >= 1, got {self.n_copy}")
         if self.seq_len < 2 * self.n_copy + 1:
             raise ConfigError(f"seq_len must be >= 2 * n_copy + 1 = {2 * self.n_copy + 1}, got {self.seq_len}")
 

@@ -57,26 +57,23 @@ first symbol != last symbol:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Annotated, ClassVar
 
 import numpy as np
 
-from tasks.base import IGNORE_INDEX, Batch, Task, token_batch
-from tasks.config import ConfigError
-from tasks.registry import register
+from seqbench.config import PosInt, Range
+from seqbench.errors import ConfigError
+from seqbench.tasks.base import IGNORE_INDEX, Batch, Task, token_batch
+from seqbench.tasks.registry import register
 
 
 @dataclass(frozen=True)
 class FormalConfig:
-    seq_len: int = 40  # training length T: batches are padded to it; test lengths via batch(seq_len=L)
-    min_len: int = 1  # shortest string at the training length
+    seq_len: PosInt = 40  # training length T: batches are padded to it; test lengths via batch(seq_len=L)
+    min_len: PosInt = 1  # shortest string at the training length
     max_len: int | None = None  # longest string at the training length; None = seq_len
 
     def __post_init__(self) -> None:
-        if self.seq_len < 1:
-            raise ConfigError(f"seq_len must be >= 1, got {self.seq_len}")
-        if self.min_len < 1:
-            raise ConfigError(f"min_len must be >= 1, got {self.min_len}")
         hi = self.seq_len if self.max_len is None else self.max_len
         if not self.min_len <= hi <= self.seq_len:
             raise ConfigError(
@@ -97,22 +94,15 @@ class EvenPairsConfig(FormalConfig):
 
 @dataclass(frozen=True)
 class CycleNavigationConfig(FormalConfig):
-    cycle_len: int = 5  # number of positions on the cycle (= classes)
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if self.cycle_len < 2:
-            raise ConfigError(f"cycle_len must be >= 2, got {self.cycle_len}")
+    cycle_len: Annotated[int, Range(ge=2)] = 5  # number of positions on the cycle (= classes)
 
 
 @dataclass(frozen=True)
 class ModularArithmeticConfig(FormalConfig):
-    modulus: int = 5  # digits 0..modulus-1; the result mod modulus is the class
+    modulus: Annotated[int, Range(ge=2)] = 5  # digits 0..modulus-1; the result mod modulus is the class
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.modulus < 2:
-            raise ConfigError(f"modulus must be >= 2, got {self.modulus}")
         hi = self.seq_len if self.max_len is None else self.max_len
         if self.min_len == hi and hi % 2 == 0:
             raise ConfigError(

@@ -51,12 +51,14 @@ from __future__ import annotations
 import functools
 import random
 from dataclasses import dataclass
+from typing import Annotated
 
 import numpy as np
 
-from tasks.base import IGNORE_INDEX, Batch, Task, token_batch
-from tasks.config import ConfigError
-from tasks.registry import register
+from seqbench.config import PosInt, Range
+from seqbench.errors import ConfigError
+from seqbench.tasks.base import IGNORE_INDEX, Batch, Task, token_batch
+from seqbench.tasks.registry import register
 
 TOKENS = ("0", "1", "2", "3", "4", "5", "6", "7", "8", "9", "[MIN", "[MAX", "[MED", "[SM", "]", "<pad>")
 MIN, MAX, MED, SM, END, PAD = 10, 11, 12, 13, 14, 15
@@ -66,30 +68,23 @@ CHANCE_SAMPLES = 2000  # expressions used to estimate the majority-class rate
 
 @dataclass(frozen=True)
 class ListOpsConfig:
-    seq_len: int = 2048  # padded length T (LRA: 2000; S4 and later: 2048)
+    # padded length T, >= 4 (the shortest expression, e.g. '[SM 1 2 ]'); LRA: 2000, S4 and later: 2048
+    seq_len: Annotated[int, Range(ge=4)] = 2048
     min_len: int | None = None  # shortest expression in tokens; None = max(4, max_len // 4) (LRA: 501)
     max_len: int | None = None  # longest expression in tokens; None = seq_len (LRA: 1999)
-    max_depth: int = 10  # levels of the tree, the root counting as 1 (LRA: 10)
-    max_args: int = 10  # arguments per operator are uniform in 2..max_args (LRA: 10)
-    op_prob: float = 0.25  # probability that a node above max_depth is an operator (LRA's VALUE_P)
-    max_tries: int = 100_000  # rejection-sampling attempts per expression before giving up
+    # levels of the tree, the root counting as 1, so >= 2 (the root operator and its digits); LRA: 10
+    max_depth: Annotated[int, Range(ge=2)] = 10
+    max_args: Annotated[int, Range(ge=2)] = 10  # arguments per operator are uniform in 2..max_args (LRA: 10)
+    # probability that a node above max_depth is an operator (LRA's VALUE_P)
+    op_prob: Annotated[float, Range(gt=0, lt=1)] = 0.25
+    max_tries: PosInt = 100_000  # rejection-sampling attempts per expression before giving up
 
     def __post_init__(self) -> None:
-        if self.seq_len < 4:
-            raise ConfigError(f"seq_len must be >= 4 (the shortest expression, e.g. '[SM 1 2 ]'), got {self.seq_len}")
         lo, hi = length_range(self)
         if not 4 <= lo <= hi <= self.seq_len:
             raise ConfigError(
                 f"need 4 <= min_len <= max_len <= seq_len, got min_len={lo}, max_len={hi}, seq_len={self.seq_len}"
             )
-        if self.max_depth < 2:
-            raise ConfigError(f"max_depth must be >= 2 (the root operator and its digits), got {self.max_depth}")
-        if self.max_args < 2:
-            raise ConfigError(f"max_args must be >= 2, got {self.max_args}")
-        if not 0.0 < self.op_prob < 1.0:
-            raise ConfigError(f"op_prob must be in (0, 1), got {self.op_prob}")
-        if self.max_tries < 1:
-            raise ConfigError(f"max_tries must be >= 1, got {self.max_tries}")
         # the longest tree the depth and argument limits allow: max_args ** (max_depth - 1) leaves
         longest = _longest(self.max_depth, self.max_args)
         if longest < lo:

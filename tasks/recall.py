@@ -20,12 +20,14 @@ model's memory decays with dependency length.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Annotated
 
 import numpy as np
 
-from tasks.base import IGNORE_INDEX, Batch, Task, token_batch
-from tasks.config import ConfigError
-from tasks.registry import register
+from seqbench.config import NONEMPTY, PosFloat, PosInt, Range
+from seqbench.errors import ConfigError
+from seqbench.tasks.base import IGNORE_INDEX, Batch, Task, token_batch
+from seqbench.tasks.registry import register
 
 
 def _distinct(rng: np.random.Generator, batch_size: int, low: int, high: int, k: int) -> np.ndarray:
@@ -39,13 +41,11 @@ def _distinct(rng: np.random.Generator, batch_size: int, low: int, high: int, k:
 @dataclass(frozen=True)
 class AssociativeRecallConfig:
     vocab_size: int = 256  # keys in [1, V/2), values in [V/2, V); zoology uses 8192
-    num_kv_pairs: int = 8  # key-value pairs in the block, each queried once; zoology sweeps 4..64
+    num_kv_pairs: PosInt = 8  # key-value pairs in the block, each queried once; zoology sweeps 4..64
     seq_len: int = 128  # kv block (2 * num_kv_pairs) + query region; zoology sweeps 64..512
-    power_a: float = 0.01  # query gap g = 1..space drawn with p(g) ∝ g^(power_a - 1); 1.0 = uniform
+    power_a: PosFloat = 0.01  # query gap g = 1..space drawn with p(g) ∝ g^(power_a - 1); 1.0 = uniform
 
     def __post_init__(self) -> None:
-        if self.num_kv_pairs < 1:
-            raise ConfigError(f"num_kv_pairs must be >= 1, got {self.num_kv_pairs}")
         if self.vocab_size // 2 - 1 < self.num_kv_pairs:
             raise ConfigError(
                 f"vocab_size must be >= 2 * (num_kv_pairs + 1) = {2 * (self.num_kv_pairs + 1)} "
@@ -53,8 +53,6 @@ class AssociativeRecallConfig:
             )
         if self.seq_len < 4 * self.num_kv_pairs:
             raise ConfigError(f"seq_len must be >= 4 * num_kv_pairs = {4 * self.num_kv_pairs}, got {self.seq_len}")
-        if not self.power_a > 0:
-            raise ConfigError(f"power_a must be > 0, got {self.power_a}")
 
 
 @register("associative_recall", AssociativeRecallConfig)
@@ -110,14 +108,9 @@ class AssociativeRecall(Task):
 
 @dataclass(frozen=True)
 class InductionHeadsConfig:
-    vocab_size: int = 16  # ordinary tokens 0..V-2, special token V-1; Mamba uses 16
-    seq_len: int = 256  # training length; any seq_len >= 3 at batch time (Mamba tests up to 2^20)
-
-    def __post_init__(self) -> None:
-        if self.vocab_size < 3:
-            raise ConfigError(f"vocab_size must be >= 3, got {self.vocab_size}")
-        if self.seq_len < 3:
-            raise ConfigError(f"seq_len must be >= 3, got {self.seq_len}")
+    vocab_size: Annotated[int, Range(ge=3)] = 16  # ordinary tokens 0..V-2, special token V-1; Mamba uses 16
+    # training length; any seq_len >= 3 at batch time (Mamba tests up to 2^20)
+    seq_len: Annotated[int, Range(ge=3)] = 256
 
 
 @register("induction_heads", InductionHeadsConfig)
@@ -164,23 +157,21 @@ class InductionHeads(Task):
 
 @dataclass(frozen=True)
 class LongRangeRecallConfig:
-    vocab_size: int = 64  # keys [0, V/4), values [V/4, V/2), filler [V/2, V)
-    num_kv_pairs: int = 4  # pairs in a sequence: the queried one plus num_kv_pairs - 1 distractors
-    distances: tuple[int, ...] = (4, 16, 64, 192)  # key-to-query distances; each sequence draws one
+    vocab_size: Annotated[int, Range(ge=8)] = 64  # keys [0, V/4), values [V/4, V/2), filler [V/2, V)
+    # pairs in a sequence: the queried one plus num_kv_pairs - 1 distractors; at most vocab_size // 4
+    num_kv_pairs: PosInt = 4
+    # key-to-query distances, each >= 2 and distinct, at least one, e.g. [4, 16, 64]; each sequence draws one
+    distances: Annotated[tuple[Annotated[int, Range(ge=2)], ...], NONEMPTY] = (4, 16, 64, 192)
     seq_len: int = 256  # any seq_len > max(distances) at batch time; distances do not scale with it
 
     def __post_init__(self) -> None:
-        if self.vocab_size < 8:
-            raise ConfigError(f"vocab_size must be >= 8, got {self.vocab_size}")
-        if not 1 <= self.num_kv_pairs <= self.vocab_size // 4:
+        if self.num_kv_pairs > self.vocab_size // 4:
             raise ConfigError(
                 f"num_kv_pairs must be in [1, vocab_size // 4 = {self.vocab_size // 4}] (distinct keys), "
                 f"got {self.num_kv_pairs}"
             )
-        if not self.distances:
-            raise ConfigError("distances must name at least one distance, e.g. [4, 16, 64]")
-        if len(set(self.distances)) != len(self.distances) or min(self.distances) < 2:
-            raise ConfigError(f"distances must be distinct and >= 2, got {list(self.distances)}")
+        if len(set(self.distances)) != len(self.distances):
+            raise ConfigError(f"distances must be distinct, got {list(self.distances)}")
         _check_length(self.seq_len, self.distances, self.num_kv_pairs)
 
 

@@ -1,39 +1,38 @@
-"""Name -> (params dataclass, task class) registry."""
+"""The task registry: built-in tasks, entry points (group `seqbench.tasks`) and import paths
+(`task: "my_pkg.tasks:MyTask"`), all behind `build(name, **params)`."""
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
-from tasks.base import Task
-from tasks.config import make_config, unknown_name_error
+from seqbench.registry import Entry, Registry
+from seqbench.tasks.base import Task
 
-_TASKS: dict[str, tuple[type, type[Task]]] = {}
+
+def _adapt(name: str, obj: Any, source: str) -> Entry:
+    from seqbench.tasks.user import user_task_entry
+
+    return user_task_entry(name, obj, source)
+
+
+REGISTRY = Registry("task", "seqbench.tasks", _adapt, name_attr="name")
 
 
 def register(name: str, config_cls: type) -> Callable[[type[Task]], type[Task]]:
     """Class decorator: `@register("copy", CopyConfig)` on a Task subclass taking (config)."""
-
-    def wrap(task_cls: type[Task]) -> type[Task]:
-        if name in _TASKS:
-            raise RuntimeError(f"task {name!r} registered twice")
-        task_cls.name = name
-        _TASKS[name] = (config_cls, task_cls)
-        return task_cls
-
-    return wrap
+    return REGISTRY.register(name, config_cls)
 
 
 def names() -> list[str]:
-    return sorted(_TASKS)
+    """Registered task names (built-in and installed entry points), sorted."""
+    return REGISTRY.names()
 
 
 def config_class(name: str) -> type:
-    if name not in _TASKS:
-        raise unknown_name_error("task", name, _TASKS)
-    return _TASKS[name][0]
+    return REGISTRY.get(name).config_class
 
 
 def build(name: str, **params: Any) -> Task:
     """Build task `name`, e.g. build("copy", vocab_size=10, n_copy=8, delay=32)."""
-    cfg = make_config(config_class(name), f"task {name!r}", **params)
-    return _TASKS[name][1](cfg)
+    return REGISTRY.build(name, **params)

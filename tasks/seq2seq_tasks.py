@@ -11,26 +11,23 @@ and the last output on the first.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Annotated
 
 import numpy as np
 
-from tasks.base import IGNORE_INDEX, Batch, Task, token_batch
-from tasks.config import ConfigError
-from tasks.registry import register
+from seqbench.config import PosInt, Range
+from seqbench.errors import ConfigError
+from seqbench.tasks.base import IGNORE_INDEX, Batch, Task, token_batch
+from seqbench.tasks.registry import register
 
 BLANK = 0
 
 
 @dataclass(frozen=True)
 class ReverseConfig:
-    vocab_size: int = 16  # blank (0) + symbols 1..V-2 + separator V-1
-    n_tokens: int = 32  # source length n; seq_len = 2 * n + 1
-
-    def __post_init__(self) -> None:
-        if self.vocab_size < 3:
-            raise ConfigError(f"vocab_size must be >= 3 (blank, separator, one symbol), got {self.vocab_size}")
-        if self.n_tokens < 1:
-            raise ConfigError(f"n_tokens must be >= 1, got {self.n_tokens}")
+    # blank (0) + symbols 1..V-2 + separator V-1, so >= 3 (blank, separator, one symbol)
+    vocab_size: Annotated[int, Range(ge=3)] = 16
+    n_tokens: PosInt = 32  # source length n; seq_len = 2 * n + 1
 
 
 @register("reverse", ReverseConfig)

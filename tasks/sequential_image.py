@@ -46,14 +46,15 @@ import os
 import struct
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import numpy as np
 import torch
 
-from tasks.base import IGNORE_INDEX, Batch, MissingDataError, Task, require, sha256_of
-from tasks.config import ConfigError
-from tasks.registry import register
+from seqbench.config import NonNegInt, Range
+from seqbench.errors import ConfigError
+from seqbench.tasks.base import IGNORE_INDEX, Batch, MissingDataError, RealTask, require, sha256_of
+from seqbench.tasks.registry import register
 
 _MAX_VALUE = {"digits": 16, "mnist": 255, "idx": 255}
 _IDX_DTYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
@@ -64,9 +65,10 @@ class SequentialImageConfig:
     source: Literal["digits", "mnist", "idx"] = "digits"  # which images (see the module docstring)
     path: str | None = None  # directory holding the four idx files (source="idx" only)
     input: Literal["tokens", "float"] = "tokens"  # pixel tokens (B, T) or intensities (B, T, 1)
-    levels: int | None = None  # token bins; None = all grey levels (17 for digits, 256 for mnist/idx)
+    # token bins, 2 up to all grey levels; None = all grey levels (17 for digits, 256 for mnist/idx)
+    levels: Annotated[int, Range(ge=2)] | None = None
     permuted: bool = False  # apply one fixed pixel permutation (permuted MNIST)
-    permutation_seed: int = 0  # seed of that permutation
+    permutation_seed: NonNegInt = 0  # seed of that permutation
 
     def __post_init__(self) -> None:
         if self.source == "idx" and not self.path:
@@ -74,12 +76,10 @@ class SequentialImageConfig:
         if self.source != "idx" and self.path is not None:
             raise ConfigError(f"path is only used with source='idx', got source={self.source!r}")
         top = _MAX_VALUE[self.source] + 1
-        if self.levels is not None and not 2 <= self.levels <= top:
+        if self.levels is not None and self.levels > top:
             raise ConfigError(f"levels must be in [2, {top}] for source={self.source!r}, got {self.levels}")
         if self.levels is not None and self.input == "float":
             raise ConfigError("levels only applies to input='tokens'; drop it or use input='tokens'")
-        if self.permutation_seed < 0:
-            raise ConfigError(f"permutation_seed must be >= 0, got {self.permutation_seed}")
 
 
 @dataclass(frozen=True)
@@ -223,20 +223,13 @@ def load_source(source: str, path: str | None = None) -> ImageData:
 
 
 @register("sequential_image", SequentialImageConfig)
-class SequentialImage(Task):
+class SequentialImage(RealTask):
     metric = "token_accuracy"
     sequence_level = True
     extrapolates = False
-    real = True
 
-    def __init__(self, config: SequentialImageConfig) -> None:
-        super().__init__(config)
-        self._data: ImageData | None = None
-
-    def load(self) -> ImageData:
-        if self._data is None:
-            self._data = load_source(self.config.source, self.config.path)
-        return self._data
+    def _load(self) -> ImageData:
+        return load_source(self.config.source, self.config.path)
 
     @property
     def levels(self) -> int:

@@ -45,14 +45,15 @@ import io
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import numpy as np
 import torch
 
-from tasks.base import IGNORE_INDEX, Batch, MissingDataError, Task, require, sha256_of
-from tasks.config import ConfigError, did_you_mean
-from tasks.registry import register
+from seqbench.config import PosInt, Range, did_you_mean
+from seqbench.errors import ConfigError
+from seqbench.tasks.base import IGNORE_INDEX, Batch, MissingDataError, RealTask, require, sha256_of
+from seqbench.tasks.registry import register
 
 
 def _version(package: str) -> str:
@@ -220,26 +221,22 @@ def _pad(series: list[np.ndarray], T: int, side: str) -> tuple[np.ndarray, np.nd
 
 
 @register("timeseries_classification", TimeseriesClassificationConfig)
-class TimeseriesClassification(Task):
+class TimeseriesClassification(RealTask):
     metric = "token_accuracy"
     sequence_level = True
     extrapolates = False
-    real = True
 
     def __init__(self, config: TimeseriesClassificationConfig) -> None:
         super().__init__(config)
-        self._data: SeriesSet | None = None
         self._padded: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
 
-    def load(self) -> SeriesSet:
-        if self._data is None:
-            c = self.config
-            data = load_ucr(c.dataset, os.path.abspath(c.path) if c.path else None, c.normalize)
-            T = max(len(x) for x in data.train + data.test)
-            for split, xs, ys in (("train", data.train, data.train_y), ("test", data.test, data.test_y)):
-                self._padded[split] = (*_pad(xs, T, c.pad), ys)
-            self._data = data
-        return self._data
+    def _load(self) -> SeriesSet:
+        c = self.config
+        data = load_ucr(c.dataset, os.path.abspath(c.path) if c.path else None, c.normalize)
+        T = max(len(x) for x in data.train + data.test)
+        for split, xs, ys in (("train", data.train, data.train_y), ("test", data.test, data.test_y)):
+            self._padded[split] = (*_pad(xs, T, c.pad), ys)
+        return data
 
     @property
     def vocab_size(self) -> int | None:
@@ -294,19 +291,14 @@ _SERIES = {  # name -> (package, file inside the package, value column, default 
 @dataclass(frozen=True)
 class ForecastingConfig:
     dataset: Literal["co2", "sunspots", "airline"] = "co2"  # which shipped series
-    seq_len: int | None = None  # window length; None = 64 (co2), 32 (sunspots), 16 (airline)
-    horizon: int | None = None  # score the last `horizon` positions of each window; None = all
-    train_fraction: float = 0.8  # leading share of the series for train windows; the rest is eval/test
+    seq_len: PosInt | None = None  # window length; None = 64 (co2), 32 (sunspots), 16 (airline)
+    horizon: PosInt | None = None  # score the last `horizon` positions of each window; None = all (every position)
+    # leading share of the series for train windows; the rest is eval/test
+    train_fraction: Annotated[float, Range(gt=0, lt=1)] = 0.8
 
     def __post_init__(self) -> None:
-        if self.seq_len is not None and self.seq_len < 1:
-            raise ConfigError(f"seq_len must be >= 1, got {self.seq_len}")
-        if self.horizon is not None and self.horizon < 1:
-            raise ConfigError(f"horizon must be >= 1 (or None for every position), got {self.horizon}")
         if self.horizon is not None and self.seq_len is not None and self.horizon > self.seq_len:
             raise ConfigError(f"horizon ({self.horizon}) must be <= seq_len ({self.seq_len})")
-        if not 0.0 < self.train_fraction < 1.0:
-            raise ConfigError(f"train_fraction must be in (0, 1), got {self.train_fraction}")
 
 
 @functools.cache
@@ -336,32 +328,28 @@ def load_series(dataset: str) -> tuple[np.ndarray, dict[str, Any]]:
 
 
 @register("forecasting", ForecastingConfig)
-class Forecasting(Task):
+class Forecasting(RealTask):
     metric = "nmse"
     regression = True
     extrapolates = True  # any window length that fits in both parts of the series
-    real = True
 
     def __init__(self, config: ForecastingConfig) -> None:
         super().__init__(config)
-        self._parts: dict[str, np.ndarray] | None = None
         self._info: dict[str, Any] = {}
 
-    def load(self) -> dict[str, np.ndarray]:
-        if self._parts is None:
-            values, info = load_series(self.config.dataset)
-            n_train = int(self.config.train_fraction * len(values))
-            mean, std = values[:n_train].mean(), values[:n_train].std()
-            z = ((values - mean) / std).astype(np.float32)  # (N,)
-            self._parts = {"train": z[:n_train], "test": z[n_train:]}
-            self._info = {
-                **info,
-                "split": f"first {self.config.train_fraction:g} of the series train, rest eval/test",
-                "split_sizes": {"train": n_train, "test": len(values) - n_train},
-                "train_mean": float(mean),
-                "train_std": float(std),
-            }
-        return self._parts
+    def _load(self) -> dict[str, np.ndarray]:
+        values, info = load_series(self.config.dataset)
+        n_train = int(self.config.train_fraction * len(values))
+        mean, std = values[:n_train].mean(), values[:n_train].std()
+        z = ((values - mean) / std).astype(np.float32)  # (N,)
+        self._info = {
+            **info,
+            "split": f"first {self.config.train_fraction:g} of the series train, rest eval/test",
+            "split_sizes": {"train": n_train, "test": len(values) - n_train},
+            "train_mean": float(mean),
+            "train_std": float(std),
+        }
+        return {"train": z[:n_train], "test": z[n_train:]}
 
     @property
     def vocab_size(self) -> int | None:

@@ -9,8 +9,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from bench.compare import MiB, run_cli
-from bench.schema import METRICS, blank_row
+from seqbench.bench.compare import MiB
+from seqbench.bench.compare.cli import run_cli
+from seqbench.bench.results.schema import METRICS, blank_row
 
 ENV = {"device": "cpu", "device_name": "Test CPU 9000", "torch_version": "2.13.0+cpu",
        "machine_class": "cpu-test-cpu-9000-2t", "calibration_s": 0.010}
@@ -319,7 +320,7 @@ def test_export_github_action_benchmark(tmp_path: Path, base: Path, capsys) -> N
 
 
 def test_registered_in_seqbench_cli(tmp_path: Path, base: Path, capsys) -> None:
-    from bench.cli import main
+    from seqbench.bench.cli import main
 
     cur = write_run(tmp_path / "cur", _rows(1, tp_lstm=700.0))
     assert main(["compare", str(base), str(cur)]) == 1

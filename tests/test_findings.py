@@ -1,4 +1,4 @@
-"""The findings suites of issue 9 (bench/suites/findings-*.yaml) and their analyses (bench/findings.py).
+"""The findings suites of issue 9 (bench/suites/findings-*.yaml) and their analyses (bench/findings/).
 
 Each suite validates, runs at a tiny size (a few steps, short streams; the `--set` path a user
 would take) with no failed cell, and its analysis turns that run into a table and a verdict.
@@ -13,10 +13,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from bench.config import load_suite
-from bench.findings import FINDINGS, VERDICTS, analyse_run, growth_ratio, to_markdown
-from bench.matrix import expand
-from bench.runner import execute, prepare
+from seqbench.bench.findings.core import FINDINGS, VERDICTS, analyse_run, growth_ratio, to_markdown
+from seqbench.bench.run.config import load_suite
+from seqbench.bench.run.matrix import expand
+from seqbench.bench.run.runner import execute, prepare
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY_ACCURACY = ["measures.accuracy.steps=3", "measures.accuracy.batch_size=4", "measures.accuracy.eval_batches=1",

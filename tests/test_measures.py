@@ -14,16 +14,16 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import models
-import tasks
-from bench.matrix import Cell
-from bench.measures import MEASURES, MeasureContext, Skip
-from bench.measures import latency as latency_mod
-from bench.measures import memory as memory_mod
-from bench.schema import EXTRA_FIELDS, METRICS
-from bench.timing import QuietGuard, SettingsError, guarded, measure, summarize
-from bench.train import random_batch, workload_fn
-from tasks.base import Task, token_batch
+from seqbench import models, tasks
+from seqbench.bench.measures import MEASURES, MeasureContext, Skip
+from seqbench.bench.measures import latency as latency_mod
+from seqbench.bench.measures import memory as memory_mod
+from seqbench.bench.measures.timing import QuietGuard, guarded, measure_samples, summarize
+from seqbench.bench.measures.train import random_batch, workload_fn
+from seqbench.bench.results.schema import EXTRA_FIELDS, METRICS
+from seqbench.bench.run.matrix import Cell
+from seqbench.errors import SettingsError
+from seqbench.tasks.base import Task, token_batch
 
 CPU = torch.device("cpu")
 
@@ -72,7 +72,10 @@ def make_ctx(measure: str, family: str = "lstm", task: Task | None = None, setti
 
 
 def run(ctx: MeasureContext) -> list[dict]:
-    return MEASURES[ctx.cell.measure](ctx)
+    """Validate the settings as the runner does, then measure."""
+    spec = MEASURES[ctx.cell.measure]
+    ctx.settings = spec.make_settings(ctx.settings)
+    return spec.fn(ctx)
 
 
 def pick(rows: list[dict], metric: str, **cols) -> list[dict]:
@@ -339,13 +342,13 @@ def test_measure_retakes_the_samples_of_a_busy_window(clock):
         clock.busy = 4 <= calls["n"] <= 6  # calls 1-2: warm-up and calibration; 3: first sample
         clock.spend(0.001)
 
-    seconds, inner, counts = measure(work, CPU, warmup=1, repeats=5, min_time_s=0, guard=guard)
+    seconds, inner, counts = measure_samples(work, CPU, warmup=1, repeats=5, min_time_s=0, guard=guard)
     assert inner == 1
     assert seconds == pytest.approx([0.001] * 5)
     # samples 2-4 ran busy; sample 5's "before" probe still sees the window and is retaken too
     assert counts == {"busy": 4, "busy_kept": 0}
     clock.busy = False
-    unguarded, _, _ = measure(work, CPU, warmup=0, repeats=3, min_time_s=0, guard=None)
+    unguarded, _, _ = measure_samples(work, CPU, warmup=0, repeats=3, min_time_s=0, guard=None)
     assert unguarded == pytest.approx([0.001] * 3)
 
 
@@ -483,9 +486,8 @@ def test_gradient_flow_log_spaced_distances_and_seq2seq():
 
 
 def test_eval_lengths_snap_to_lengths_the_task_takes():
-    import models
-    import tasks
-    from bench.measures.accuracy import eval_lengths
+    from seqbench import models, tasks
+    from seqbench.bench.measures.accuracy import eval_lengths
 
     task = tasks.build("reverse")  # takes odd lengths 2n + 1 only
     model = models.build("lstm", vocab_size=task.vocab_size, d_model=8, n_layers=1)

@@ -12,8 +12,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import models
-from models.base import field_names
+from seqbench import models
+from seqbench.models.base import field_names
 
 # Families issue 2 asks for; one not registered (yet) is reported as a skip, not a pass.
 EXPECTED = {"rnn", "lstm", "gru", "seq2seq", "transformer", "mamba"}
@@ -138,7 +138,7 @@ def test_unknown_key_names_key_and_closest(name: str) -> None:
 
 @pytest.mark.parametrize("name", FAMILIES)
 def test_wrong_type_names_key_and_type(name: str) -> None:
-    with pytest.raises(models.ConfigError, match=r"'d_model' must be int, got '16'"):
+    with pytest.raises(models.ConfigError, match=r"'d_model' must be an int, got '16'"):
         build(name, d_model="16")
     with pytest.raises(models.ConfigError, match=r"'norm' must be one of 'layernorm', 'rmsnorm', got 'rms_norm'"):
         build(name, norm="rms_norm")

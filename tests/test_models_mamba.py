@@ -9,8 +9,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import models
-from models.mamba import MambaBackendError, MambaMixer, mamba_ssm_available, selective_scan
+from seqbench import models
+from seqbench.models.mamba import MambaBackendError, MambaMixer, mamba_ssm_available, selective_scan
 
 LENGTHS = [1, 7, 33, 100]  # not multiples of any chunk size tried below (except 1)
 

@@ -7,8 +7,8 @@ import pytest
 import torch
 from torch import nn
 
-import models
-from models.rnn import state_dict_from_stacked
+from seqbench import models
+from seqbench.models.rnn import state_dict_from_stacked
 
 FAMILIES = ["rnn", "lstm", "gru"]
 GATES = {"rnn": 1, "gru": 3, "lstm": 4}
@@ -180,7 +180,7 @@ def test_loss_falls_and_gradients_reach_every_parameter(family: str) -> None:
 def test_bad_configs_raise_config_error() -> None:
     with pytest.raises(models.ConfigError, match="bidirectonal.*did you mean 'bidirectional'"):
         models.build("lstm", bidirectonal=True)
-    with pytest.raises(models.ConfigError, match="'residual' must be bool"):
+    with pytest.raises(models.ConfigError, match="'residual' must be true or false"):
         models.build("gru", residual="yes")
     with pytest.raises(models.ConfigError, match="did you mean 'lstm'"):
         models.build("lstn")

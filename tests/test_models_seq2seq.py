@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import models
+from seqbench import models
 
 IGNORE = -100
 CELLS = ["lstm", "gru"]
@@ -169,7 +169,7 @@ def test_bad_configs_raise_config_error() -> None:
         ({"attention": "dott"}, "'attention' must be one of.*did you mean 'dot'"),
         ({"cell": "lstn"}, "'cell' must be one of.*did you mean 'lstm'"),
         ({"atention": "dot"}, "unknown config key 'atention'.*did you mean 'attention'"),
-        ({"bidirectional_encoder": 1}, "'bidirectional_encoder' must be bool"),
+        ({"bidirectional_encoder": 1}, "'bidirectional_encoder' must be true or false"),
         ({"d_input": 3}, "d_input must be null"),
         ({"pool": "mean"}, "pool must be 'none'"),
         ({"mlp_ratio": 4.0}, "mlp_ratio must be 0"),

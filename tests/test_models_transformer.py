@@ -8,8 +8,8 @@ import math
 import pytest
 import torch
 
-import models
-from models.transformer import SelfAttention
+from seqbench import models
+from seqbench.models.transformer import SelfAttention
 
 D, H = 16, 4
 

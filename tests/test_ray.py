@@ -18,10 +18,10 @@ from typing import Any
 
 import pytest
 
-from bench.cli import main
-from bench.config import load_suite
-from bench.matrix import expand
-from bench.runner import Progress, execute, read_rows
+from seqbench.bench.cli import main
+from seqbench.bench.run.config import load_suite
+from seqbench.bench.run.matrix import expand
+from seqbench.bench.run.runner import Progress, execute, read_rows
 
 try:
     import ray

@@ -15,10 +15,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bench import plots, tables
-from bench.report import ReportInputError, build_report, cmd_report
-from bench.results import load_runs
-from bench.schema import METRICS, ROW_FIELDS, blank_row
+from seqbench.bench.report import plots, tables
+from seqbench.bench.report.build import ReportInputError, build_report, cmd_report
+from seqbench.bench.results.io import load_runs, write_plan
+from seqbench.bench.results.schema import METRICS, ROW_FIELDS, blank_row
+from seqbench.bench.run.runner import plan_record
 
 MODELS = {"lstm": "lstm", "mamba": "mamba", "transformer": "transformer", "lstm_bidir": "lstm"}
 # time per sequence ∝ seq_len^k: recurrent and SSM linear, attention quadratic
@@ -313,11 +314,18 @@ def test_bad_input_raises_specific_error(tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
     with pytest.raises(ReportInputError, match="no results.jsonl"):
         build_report([tmp_path / "empty"])
-    bad = tmp_path / "bad"
-    bad.mkdir()
-    (bad / "results.jsonl").write_text('{"a": 1}\nnot json\n{"a": 2}\n')
-    with pytest.raises(ReportInputError, match=r"results.jsonl:2"):
-        build_report([bad])
+
+
+
+def test_garbled_lines_are_skipped_with_a_warning(tmp_path: Path) -> None:
+    run = make_run(tmp_path / "r")
+    lines = (run / "results.jsonl").read_text().splitlines()
+    lines.insert(1, "not json")
+    (run / "results.jsonl").write_text("\n".join(lines) + "\n")
+    warnings: list[str] = []
+    out = build_report([run], warn=warnings.append)
+    assert len(warnings) == 1 and "1 unreadable line(s)" in warnings[0] and "line 2" in warnings[0]
+    assert "unreadable line" in (out / "index.md").read_text()
 
 
 def test_cli_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -325,7 +333,7 @@ def test_cli_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
 
     assert cmd_report(argparse.Namespace(run_dirs=[str(tmp_path / "nope")], out=None)) == 2
     assert "nope" in capsys.readouterr().err
-    from bench.cli import main
+    from seqbench.bench.cli import main
 
     assert main(["report", str(tmp_path / "nope")]) == 2
     run = tmp_path / "r"
@@ -338,8 +346,8 @@ def test_cli_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
 
 
 def test_missing_cells_of_an_interrupted_run_are_listed(tmp_path: Path) -> None:
-    from bench.config import load_suite
-    from bench.matrix import expand
+    from seqbench.bench.run.config import load_suite
+    from seqbench.bench.run.matrix import expand
 
     run = tmp_path / "interrupted"
     run.mkdir()
@@ -356,6 +364,7 @@ def test_missing_cells_of_an_interrupted_run_are_listed(tmp_path: Path) -> None:
     r.rows[0]["cell_id"] = cells[0].cell_id
     (run / "results.jsonl").write_text(json.dumps(r.rows[0]) + "\n")
     (run / "env.json").write_text(json.dumps({"device": "cpu", "run_id": "interrupted"}))
+    write_plan(run, [plan_record(c) for c in cells])  # as `seqbench run` does when it starts
     out = build_report([run], strict=True)
     fails = pd.read_csv(out / "tables" / "failures.csv")
     assert list(fails["status"]) == ["missing"]

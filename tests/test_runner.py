@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from bench.cli import main
-from bench.config import load_suite
-from bench.matrix import expand
-from bench.runner import read_rows
+from seqbench.bench.cli import main
+from seqbench.bench.run.config import load_suite
+from seqbench.bench.run.matrix import expand
+from seqbench.bench.run.runner import read_rows
 
 SUITE = """\
 name: faults
@@ -124,7 +124,7 @@ def test_existing_run_dir_is_not_overwritten(tmp_path: Path, capsys):
 
 
 def test_torn_last_line_is_ignored_and_repaired(tmp_path: Path):
-    from bench.runner import ResultsWriter
+    from seqbench.bench.run.runner import ResultsWriter
 
     path = tmp_path / "results.jsonl"
     path.write_text('{"cell_id": "a"}\n{"cell_id": "b", "val')

@@ -7,11 +7,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-import models
-from bench.cli import main
-from bench.config import load_suite
-from bench.matrix import expand
-from bench.report import build_report
+from seqbench import models
+from seqbench.bench.cli import main
+from seqbench.bench.report.build import build_report
+from seqbench.bench.run.config import load_suite
+from seqbench.bench.run.matrix import expand
 
 pytestmark = pytest.mark.slow
 

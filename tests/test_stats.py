@@ -1,11 +1,11 @@
-"""bench.stats on synthetic samples with known answers."""
+"""seqbench.bench.stats on synthetic samples with known answers."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from bench import stats
+from seqbench.bench import stats
 
 
 def _draw(seed: int, n: int, center: float, cv: float) -> np.ndarray:
@@ -94,7 +94,7 @@ def test_ratio_test_point_estimate_is_ratio_of_medians() -> None:
 def test_min_p_value_of_large_samples_does_not_overflow() -> None:
     from math import comb
 
-    from bench.stats import min_p_value
+    from seqbench.bench.stats import min_p_value
 
     assert min_p_value(3, 3) == pytest.approx(2 / comb(6, 3))
     assert min_p_value(10, 12) == pytest.approx(2 / comb(22, 10))

@@ -15,8 +15,8 @@ import sys
 import pytest
 import torch
 
-import tasks
-from tasks import IGNORE_INDEX
+from seqbench import tasks
+from seqbench.tasks import IGNORE_INDEX
 
 MissingDataError = getattr(tasks.base, "MissingDataError", ImportError)
 

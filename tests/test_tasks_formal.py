@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-import tasks
-from tasks import IGNORE_INDEX, ConfigError
+from seqbench import tasks
+from seqbench.tasks import IGNORE_INDEX, ConfigError
 
 NAMES = ("parity", "modular_arithmetic", "cycle_navigation", "even_pairs")
 

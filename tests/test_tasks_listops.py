@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-import tasks
-from tasks import IGNORE_INDEX, ConfigError
+from seqbench import tasks
+from seqbench.tasks import IGNORE_INDEX, ConfigError
 
 # The documented tokenization (tasks/listops.py docstring), written out independently.
 VOCAB = [str(d) for d in range(10)] + ["[MIN", "[MAX", "[MED", "[SM", "]", "<pad>"]
@@ -85,7 +85,7 @@ def check_batch(task: tasks.Task, batch: tasks.Batch, min_len: int, max_len: int
 
 
 def test_tokens_match_the_documented_vocabulary() -> None:
-    from tasks import listops
+    from seqbench.tasks import listops
 
     assert list(listops.TOKENS[:15]) == VOCAB[:15] and listops.PAD == PAD
     task = tasks.build("listops", seq_len=64)

@@ -19,9 +19,9 @@ import numpy as np
 import pytest
 import torch
 
-import tasks
-from tasks import char_lm, sequential_image, timeseries
-from tasks.base import IGNORE_INDEX, MissingDataError
+from seqbench import tasks
+from seqbench.tasks import char_lm, sequential_image, timeseries
+from seqbench.tasks.base import IGNORE_INDEX, MissingDataError
 
 # --- sequential_image ------------------------------------------------------------------------
 

@@ -16,8 +16,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import tasks
-from tasks import ConfigError
+from seqbench import tasks
+from seqbench.tasks import ConfigError
 
 
 def one_hot_logits(pred: torch.Tensor, n_classes: int) -> torch.Tensor:

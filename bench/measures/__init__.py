@@ -1,10 +1,27 @@
 """Measures: functions from a MeasureContext to a list of partial result rows.
 
-Each measure is `fn(ctx: MeasureContext) -> list[dict]`; every dict has at least
-metric, value, unit, higher_is_better (see bench.schema.METRICS) and may carry
-samples, stats and the extra columns of bench.schema.EXTRA_FIELDS. A measure that
-does not apply raises `Skip(reason)` (recorded as status "skipped", not a failure).
-Timed regions exclude setup, warm up first, and synchronize CUDA.
+A measure is one file with one declared spec:
+
+    @dataclass(frozen=True)
+    class ThroughputSettings:             # every setting: type, range and default, in one place
+        repeats: PosInt = 10
+        ...
+
+    @measure("throughput", ThroughputSettings, axes=("batch_size", "seq_len"))
+    def throughput(ctx: MeasureContext) -> list[dict]:
+        s = ctx.settings                  # a validated ThroughputSettings
+        ...
+
+plus its import line at the bottom of this file. `axes` are the shape axes the matrix
+expands the measure over (others take their shape from the task or the settings);
+`needs_task` says it trains or probes on a task. A suite's settings are validated against
+the dataclass when the suite loads (`seqbench validate`): unknown keys, wrong types, values
+out of range, NaN and infinities are errors there, before any cell runs.
+
+Every row dict has at least metric, value, unit, higher_is_better (see
+seqbench.bench.results.schema.METRICS) and may carry samples, stats and the extra columns of
+EXTRA_FIELDS. A measure that does not apply raises `Skip(reason)` (status "skipped", not a
+failure). Timed regions exclude setup, warm up first, and synchronize CUDA.
 """
 
 from __future__ import annotations
@@ -15,7 +32,8 @@ from typing import Any
 
 import torch
 
-from bench.timing import SettingsError
+from seqbench.config import config_dict, make_config
+from seqbench.errors import ConfigError, SettingsError
 
 
 class Skip(Exception):
@@ -24,12 +42,12 @@ class Skip(Exception):
 
 @dataclass
 class MeasureContext:
-    cell: Any  # bench.matrix.Cell
+    cell: Any  # seqbench.bench.run.matrix.Cell
     build_model: Callable[[], Any]  # () -> models.SequenceModel, fresh, seeded, on device and dtype
     task: Any | None  # tasks.Task, or None for task-independent (speed) cells
     device: torch.device
     dtype: torch.dtype
-    settings: dict[str, Any] = field(default_factory=dict)  # the suite's settings for this measure
+    settings: Any = None  # the measure's validated settings dataclass (MeasureSpec.settings)
     progress: Callable[[str], None] = lambda msg: None  # heartbeat for long measures
     # Test-only fault injection (never set by shipped suites), used to prove that compare
     # catches regressions: "slowdown" (factor >= 1 applied to every timed sample by
@@ -45,28 +63,47 @@ class MeasureContext:
 
 
 MeasureFn = Callable[[MeasureContext], list[dict]]
-MEASURES: dict[str, MeasureFn] = {}
-
-# Which shape axes each measure expands over (others take their shape from the task/settings).
-SHAPE_AXES: dict[str, tuple[str, ...]] = {
-    "accuracy": (),
-    "gradient_flow": (),
-    "throughput": ("batch_size", "seq_len"),
-    "memory": ("batch_size", "seq_len"),
-    "latency": ("seq_len",),
-    "static": ("seq_len",),
-}
-# Measures that need a task (the others run on random inputs of the model's vocabulary).
-NEEDS_TASK = ("accuracy", "gradient_flow")
 
 
-def register(name: str) -> Callable[[MeasureFn], MeasureFn]:
+@dataclass(frozen=True)
+class MeasureSpec:
+    name: str
+    fn: MeasureFn
+    settings: type  # frozen dataclass: every setting with its type, range and default
+    axes: tuple[str, ...] = ()  # shape axes the matrix expands over ("batch_size", "seq_len")
+    needs_task: bool = False  # trains or probes on a task (else runs on random inputs)
+
+    def make_settings(self, given: Any = None) -> Any:
+        """The validated settings from a dict (SettingsError naming the key otherwise); an
+        instance of the settings dataclass is returned as it is."""
+        if isinstance(given, self.settings):
+            return given
+        try:
+            return make_config(self.settings, f"measures.{self.name}", **(given or {}))
+        except ConfigError as exc:
+            error = SettingsError(str(exc))
+            error.__dict__.update(exc.__dict__)  # key, detail: where the suite's message points
+            raise error from None
+
+    def defaults(self) -> dict[str, Any]:
+        return config_dict(self.settings())
+
+
+MEASURES: dict[str, MeasureSpec] = {}
+
+
+def measure(name: str, settings: type, *, axes: tuple[str, ...] = (),
+            needs_task: bool = False) -> Callable[[MeasureFn], MeasureFn]:
+    """Register `fn` as measure `name` with its settings dataclass and shape axes."""
+
     def wrap(fn: MeasureFn) -> MeasureFn:
-        MEASURES[name] = fn
+        if name in MEASURES:
+            raise RuntimeError(f"measure {name!r} registered twice")
+        MEASURES[name] = MeasureSpec(name, fn, settings, tuple(axes), needs_task)
         return fn
 
     return wrap
 
 
 # Registration happens by these explicit imports (one module per measure).
-from bench.measures import accuracy, gradient_flow, latency, memory, static, throughput  # noqa: F401
+from seqbench.bench.measures import accuracy, gradient_flow, latency, memory, static, throughput  # noqa: E402,F401

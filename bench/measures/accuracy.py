@@ -2,21 +2,10 @@
 
 Recurrent nets and SSMs train well only in a narrow learning-rate window, so every lr
 of `lrs` trains a fresh copy of the model (same seeded initialisation) with the shared
-loop of bench/train.py (AdamW, warm-up + cosine, clipping); all are reported and the
+loop of bench/measures/train.py (AdamW, warm-up + cosine, clipping); all are reported and the
 best final eval is flagged `best=True`.
 
-Settings (all optional):
-    steps: 200             optimizer steps per lr
-    lrs: [1e-3, 3e-3]      learning-rate sweep
-    batch_size: 32         training sequences per step
-    seq_len: null          training length (null: the task's configured length)
-    time_limit_s: null     wall-clock cap on each lr's training (evaluation excluded)
-    warmup_frac: 0.1, min_lr_frac: 0.1, weight_decay: 0.01, betas: [0.9, 0.95], grad_clip: 1.0
-    eval_every: null       learning-curve period in steps (null: steps // 10, at least 1)
-    eval_batches: 4        held-out batches per evaluation
-    eval_batch_size: null  (null: batch_size)
-    length_factors: [1, 2, 4]  evaluate at these multiples of the trained length when the
-                           task extrapolates (only 1 otherwise, or where a model's max_len stops it)
+Settings: AccuracySettings below (the training ones shared with gradient_flow).
 
 Rows (the primary metric is "accuracy" for token/sequence-accuracy tasks, else the task's
 metric: mse, nmse or bits_per_char):
@@ -32,28 +21,26 @@ The test-only fault "accuracy_drop" is subtracted from every "accuracy" row.
 from __future__ import annotations
 
 import math
-from typing import Any
+from dataclasses import dataclass
+from typing import Annotated, Any
 
-from bench.measures import MeasureContext, Skip, register
-from bench.timing import SettingsError, merge_settings, positive, row
-from bench.train import TrainResult, TrainSettings, eval_batches, evaluate, train
+from seqbench.bench.measures import MeasureContext, Skip, measure
+from seqbench.bench.measures.timing import row
+from seqbench.bench.measures.train import TrainingSettings, TrainResult, eval_batches, evaluate, train
+from seqbench.config import NONEMPTY, PosFloat, PosInt
 
-DEFAULTS: dict[str, Any] = {
-    "steps": 200,
-    "lrs": [1e-3, 3e-3],
-    "batch_size": 32,
-    "seq_len": None,
-    "time_limit_s": None,
-    "warmup_frac": 0.1,
-    "min_lr_frac": 0.1,
-    "weight_decay": 0.01,
-    "betas": [0.9, 0.95],
-    "grad_clip": 1.0,
-    "eval_every": None,
-    "eval_batches": 4,
-    "eval_batch_size": None,
-    "length_factors": [1, 2, 4],
-}
+
+@dataclass(frozen=True)
+class AccuracySettings(TrainingSettings):
+    steps: PosInt = 200  # optimizer steps per lr
+    lrs: Annotated[tuple[PosFloat, ...], NONEMPTY] = (1e-3, 3e-3)  # learning-rate sweep, a fresh model each
+    eval_every: PosInt | None = None  # learning-curve period in steps (null: steps // 10, at least 1)
+    eval_batches: PosInt = 4  # held-out batches per evaluation
+    eval_batch_size: PosInt | None = None  # (null: batch_size)
+    # evaluate at these multiples of the trained length when the task extrapolates (only 1
+    # otherwise, or where a model's max_len stops it)
+    length_factors: Annotated[tuple[PosFloat, ...], NONEMPTY] = (1, 2, 4)
+
 
 ACCURACY_METRICS = ("token_accuracy", "sequence_accuracy")
 
@@ -61,18 +48,6 @@ ACCURACY_METRICS = ("token_accuracy", "sequence_accuracy")
 def primary_metric(task: Any) -> tuple[str, str]:
     """(row metric name, key in Task.score): accuracy-type tasks report "accuracy"."""
     return ("accuracy", task.metric) if task.metric in ACCURACY_METRICS else (task.metric, task.metric)
-
-
-def train_settings(s: dict[str, Any], seed: int, lr: float, seq_len: int) -> TrainSettings:
-    steps = positive("accuracy", "steps", s["steps"])
-    every = s["eval_every"] if s["eval_every"] is not None else max(1, steps // 10)
-    return TrainSettings(
-        steps=steps, lr=float(lr), batch_size=positive("accuracy", "batch_size", s["batch_size"]),
-        seq_len=seq_len, warmup_frac=float(s["warmup_frac"]), min_lr_frac=float(s["min_lr_frac"]),
-        weight_decay=float(s["weight_decay"]), betas=tuple(float(b) for b in s["betas"]),
-        grad_clip=float(s["grad_clip"]), time_limit_s=s["time_limit_s"],
-        eval_every=positive("accuracy", "eval_every", every), seed=seed,
-    )
 
 
 def _better(a: float, b: float, higher: bool) -> bool:
@@ -100,8 +75,7 @@ def eval_lengths(task: Any, model: Any, train_len: int, factors: list[float]) ->
 def _accepted_len(task: Any, n: int) -> int | None:
     """n, or n + 1 when the task only takes lengths of one parity (e.g. reverse: 2k + 1);
     None when it takes neither. Probed with one tiny batch, before any training is spent."""
-    import tasks
-
+    from seqbench import tasks
     for cand in (n, n + 1):
         if cand < 1:
             continue
@@ -113,20 +87,19 @@ def _accepted_len(task: Any, n: int) -> int | None:
     return None
 
 
-@register("accuracy")
+@measure("accuracy", AccuracySettings, needs_task=True)
 def accuracy(ctx: MeasureContext) -> list[dict]:
-    s = merge_settings("accuracy", ctx.settings, DEFAULTS)
+    s: AccuracySettings = ctx.settings
     task = ctx.require_task("accuracy")
-    lrs = list(s["lrs"])
-    if not lrs:
-        raise SettingsError("measures.accuracy: setting 'lrs' must list at least one learning rate")
+    lrs = list(s.lrs)
     name, key = primary_metric(task)
     higher = name == "accuracy"
     drop = float(ctx.faults.get("accuracy_drop", 0.0))
-    train_len = int(s["seq_len"] or task.seq_len)
-    eval_bs = s["eval_batch_size"] or s["batch_size"]
-    n_eval = positive("accuracy", "eval_batches", s["eval_batches"])
+    train_len = int(s.seq_len or task.seq_len)
+    eval_bs = s.eval_batch_size or s.batch_size
+    n_eval = s.eval_batches
     seed = ctx.cell.seed
+    every = s.eval_every if s.eval_every is not None else max(1, s.steps // 10)
 
     probe = task.batch(1, seed=0, split="eval")
     held_out: dict[int, list] = {}  # eval_seq_len -> batches, shared by every lr
@@ -144,10 +117,10 @@ def accuracy(ctx: MeasureContext) -> list[dict]:
         if getattr(model, "needs_src_len", False) and probe.src_len is None:
             raise Skip(f"{model.family} is an encoder-decoder model; task {task.name!r} needs a source/target split")
         ctx.progress(f"lr {lr:g} ({i + 1}/{len(lrs)})")
-        result = train(model, task, train_settings(s, seed, lr, train_len), ctx.device,
+        result = train(model, task, s.train_settings(lr=lr, seed=seed, seq_len=train_len, eval_every=every), ctx.device,
                        eval_fn=lambda m: evaluate(m, task, batches_at(train_len)), progress=ctx.progress)
         at_lengths = [(1.0, train_len, result.final)]
-        for factor, n in eval_lengths(task, model, train_len, list(s["length_factors"]))[1:]:
+        for factor, n in eval_lengths(task, model, train_len, list(s.length_factors))[1:]:
             ctx.progress(f"lr {lr:g}: eval at seq_len {n}")
             at_lengths.append((float(factor), n, evaluate(model, task, batches_at(n))))
         results.append(result)

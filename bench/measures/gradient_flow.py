@@ -7,7 +7,7 @@ position t. Its mean over the batch, against the distance p - t, shows how far b
 learning signal reaches: it decays geometrically in a vanilla RNN, much less in an
 LSTM, and not at all through attention. The probe runs at initialisation (step 0)
 and again after `steps` training steps on the task with the shared loop of
-bench/train.py.
+bench/measures/train.py.
 
 The embedding is `model.embed` (the backbone's token embedding or input projection)
 or else the model's first nn.Embedding. Its calls during one forward are laid end to
@@ -17,44 +17,32 @@ not add up to the sequence length is skipped.
 Dropout is off during the probe (eval mode), except that encoder-decoder models stay
 in train mode so that teacher forcing keeps the decoder path differentiable.
 
-Settings (all optional):
-    steps: 200              training steps between the two probes
-    lr: 1e-3, batch_size: 32, seq_len: null (the task's length), time_limit_s: null,
-    warmup_frac: 0.1, min_lr_frac: 0.1, weight_decay: 0.01, betas: [0.9, 0.95], grad_clip: 1.0
-    probe_batch_size: 16    sequences in the probe batch (eval split)
-    n_distances: 24         distances reported: all of them when there are at most this
-                            many, else this many log-spaced ones (0 and the largest included)
+Settings: GradientFlowSettings below (the training ones shared with accuracy).
 
 Rows: grad_norm with columns distance, step (0, then the steps trained), lr.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
-from bench.measures import MeasureContext, Skip, register
-from bench.timing import merge_settings, positive, row
-from bench.train import TrainSettings, run_model, train
-from tasks.base import IGNORE_INDEX, Batch
+from seqbench.bench.measures import MeasureContext, Skip, measure
+from seqbench.bench.measures.timing import row
+from seqbench.bench.measures.train import TrainingSettings, run_model, train
+from seqbench.config import PosFloat, PosInt
+from seqbench.tasks.base import IGNORE_INDEX, Batch
 
-DEFAULTS: dict[str, Any] = {
-    "steps": 200,
-    "lr": 1e-3,
-    "batch_size": 32,
-    "seq_len": None,
-    "time_limit_s": None,
-    "warmup_frac": 0.1,
-    "min_lr_frac": 0.1,
-    "weight_decay": 0.01,
-    "betas": [0.9, 0.95],
-    "grad_clip": 1.0,
-    "probe_batch_size": 16,
-    "n_distances": 24,
-}
+
+@dataclass(frozen=True)
+class GradientFlowSettings(TrainingSettings):
+    lr: PosFloat = 1e-3  # learning rate of the training between the probes
+    probe_batch_size: PosInt = 16  # sequences in the probe batch (eval split)
+    n_distances: PosInt = 24  # distances reported: all when at most this many, else log-spaced
 
 
 def input_embedding(model: nn.Module) -> nn.Module:
@@ -133,18 +121,16 @@ def norms_by_distance(norms: np.ndarray, last: np.ndarray, distances: list[int])
     return out
 
 
-@register("gradient_flow")
+@measure("gradient_flow", GradientFlowSettings, needs_task=True)
 def gradient_flow(ctx: MeasureContext) -> list[dict]:
-    s = merge_settings("gradient_flow", ctx.settings, DEFAULTS)
+    s: GradientFlowSettings = ctx.settings
     task = ctx.require_task("gradient_flow")
-    seq_len = int(s["seq_len"] or task.seq_len)
+    seq_len = int(s.seq_len or task.seq_len)
     model = ctx.build_model()
-    batch = task.batch(positive("gradient_flow", "probe_batch_size", s["probe_batch_size"]), seq_len=seq_len,
-                       seed=ctx.cell.seed, split="eval").to(ctx.device)
+    batch = task.batch(s.probe_batch_size, seq_len=seq_len, seed=ctx.cell.seed, split="eval").to(ctx.device)
     if getattr(model, "needs_src_len", False) and batch.src_len is None:
         raise Skip(f"{model.family} is an encoder-decoder model; task {task.name!r} needs a source/target split")
-    lr = float(s["lr"])
-    n_distances = positive("gradient_flow", "n_distances", s["n_distances"])
+    lr, n_distances = s.lr, s.n_distances
 
     def probe(step: int) -> list[dict]:
         norms, last = embedding_grad_norms(model, task, batch)
@@ -152,13 +138,7 @@ def gradient_flow(ctx: MeasureContext) -> list[dict]:
         return [row("grad_norm", v, distance=d, step=step, lr=lr, split="eval") for d, v in by.items()]
 
     rows = probe(0)
-    ts = TrainSettings(
-        steps=positive("gradient_flow", "steps", s["steps"], allow_zero=True), lr=lr,
-        batch_size=positive("gradient_flow", "batch_size", s["batch_size"]), seq_len=seq_len,
-        warmup_frac=float(s["warmup_frac"]), min_lr_frac=float(s["min_lr_frac"]),
-        weight_decay=float(s["weight_decay"]), betas=tuple(float(b) for b in s["betas"]),
-        grad_clip=float(s["grad_clip"]), time_limit_s=s["time_limit_s"], seed=ctx.cell.seed,
-    )
+    ts = s.train_settings(lr=lr, seed=ctx.cell.seed, seq_len=seq_len)
     if ts.steps > 0:
         ctx.progress(f"gradient_flow: training {ts.steps} steps")
         result = train(model, task, ts, ctx.device, progress=ctx.progress)

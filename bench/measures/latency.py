@@ -9,15 +9,9 @@ state is then filled by stepping the prompt untimed); then seq_len timed step() 
 Each step is timed on its own with time.perf_counter and, on CUDA, a synchronize
 after it: a streamed token is only done when it is on the host.
 
-Settings (all optional):
-    batch_size: 1     streams stepped together
-    prefill_len: 0    prompt tokens before the timed steps
-    warmup: 8         untimed warm-up steps
-    repeats: 1        streams timed (per-token samples = repeats x seq_len)
-    n_buckets: 16     log-spaced position buckets of the latency-vs-position rows
-    guard: 0.2        CPU only: a stream is retimed (up to 3 x repeats times) when a probe
-                      timed just before or after it ran more than this fraction slower
-                      than the quiet reference (bench.timing.QuietGuard); 0: off
+Settings: LatencySettings below. `guard` (CPU only): a stream is retimed (up to 3 x
+repeats times) when a probe timed just before or after it ran more than this fraction
+slower than the quiet reference (seqbench.bench.measures.timing.QuietGuard).
 
 Rows:
     latency_p50_ms, latency_p90_ms, latency_p99_ms   percentiles of all per-token step
@@ -35,28 +29,36 @@ from __future__ import annotations
 
 import itertools
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 
-from bench.measures import MeasureContext, Skip, register
-from bench.timing import (
+from seqbench.bench.measures import MeasureContext, Skip, measure
+from seqbench.bench.measures.timing import (
     GUARD_TOLERANCE,
     busy_wait,
     gc_paused,
     guarded,
-    merge_settings,
-    positive,
     quiet_guard,
     row,
     summarize,
     synchronize,
 )
-from bench.train import random_batch
+from seqbench.bench.measures.train import random_batch
+from seqbench.config import NonNegFloat, NonNegInt, PosInt
+from seqbench.errors import SettingsError
 
-DEFAULTS: dict[str, Any] = {"batch_size": 1, "prefill_len": 0, "warmup": 8, "repeats": 1, "n_buckets": 16,
-                            "guard": GUARD_TOLERANCE}
+
+@dataclass(frozen=True)
+class LatencySettings:
+    batch_size: PosInt = 1  # streams stepped together
+    prefill_len: NonNegInt = 0  # prompt tokens before the timed steps
+    warmup: NonNegInt = 8  # untimed warm-up steps
+    repeats: PosInt = 1  # streams timed (per-token samples = repeats x seq_len)
+    n_buckets: PosInt = 16  # log-spaced position buckets of the latency-vs-position rows
+    guard: NonNegFloat = GUARD_TOLERANCE  # CPU: retime streams next to a probe this much slower; 0: off
 
 
 def position_buckets(seq_len: int, n_buckets: int) -> list[tuple[int, int]]:
@@ -95,16 +97,15 @@ def stream_step_times(model: Any, x: torch.Tensor, prefill_len: int, device: tor
     return prefill_s, times
 
 
-@register("latency")
+@measure("latency", LatencySettings, axes=("seq_len",))
 def latency(ctx: MeasureContext) -> list[dict]:
-    s = merge_settings("latency", ctx.settings, DEFAULTS)
-    seq_len = positive("latency", "seq_len", ctx.cell.seq_len)
-    batch_size = positive("latency", "batch_size", s["batch_size"])
-    prefill_len = positive("latency", "prefill_len", s["prefill_len"], allow_zero=True)
-    repeats = positive("latency", "repeats", s["repeats"])
-    warmup = positive("latency", "warmup", s["warmup"], allow_zero=True)
+    s: LatencySettings = ctx.settings
+    if ctx.cell.seq_len is None:
+        raise SettingsError("measure 'latency' needs shapes.seq_len in the suite")
+    seq_len = int(ctx.cell.seq_len)
+    batch_size, prefill_len, repeats, warmup = s.batch_size, s.prefill_len, s.repeats, s.warmup
     slowdown = float(ctx.faults.get("slowdown", 1.0))
-    tolerance = positive("latency", "guard", s["guard"], integer=False, allow_zero=True)
+    tolerance = s.guard
     model = ctx.build_model()
     if not model.streamable:
         raise Skip(f"{model.family} is not streamable (bidirectional, pooled or encoder-decoder): "
@@ -144,7 +145,7 @@ def latency(ctx: MeasureContext) -> list[dict]:
                         stats=summarize(prefill_ms)))
         first = first + prefill_ms
     rows.append(row("first_token_ms", float(np.median(first)), samples=first.tolist(), stats=summarize(first)))
-    for a, b in position_buckets(seq_len, positive("latency", "n_buckets", s["n_buckets"])):
+    for a, b in position_buckets(seq_len, s.n_buckets):
         vals = ms[:, a:b].ravel().tolist()
         rows.append(row("latency_ms", float(np.median(vals)), samples=vals, stats=summarize(vals),
                         position=prefill_len + (a + b - 1) // 2))

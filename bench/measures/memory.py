@@ -1,6 +1,6 @@
 """memory: peak bytes of inference and of a training step at the cell's shape.
 
-Both modes run the workloads of bench.train.workload_fn once untimed as warm-up (so
+Both modes run the workloads of seqbench.bench.measures.train.workload_fn once untimed as warm-up (so
 one-time library allocations are not counted), then a fresh optimizer and one
 measured call. The value is the peak *increase* over the memory held just before the
 measured call, which already holds the parameters and the inputs:
@@ -20,9 +20,7 @@ The training mode includes gradients and the AdamW state created by the first st
 The test-only fault "extra_bytes" allocates and touches that many bytes inside the
 measured region of every mode.
 
-Settings (all optional):
-    modes: [inference, training]
-    lr: 1e-3
+Settings: MemorySettings below.
 
 Rows: peak_bytes (column mode) per mode; state_bytes = model.state_bytes(seq_len,
 batch_size), the analytic streaming state, for streamable models.
@@ -35,17 +33,23 @@ import functools
 import gc
 import re
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from bench.measures import MeasureContext, Skip, register
-from bench.measures.throughput import cell_shape, check_modes
-from bench.timing import merge_settings, row, synchronize
-from bench.train import random_batch, workload_fn
+from seqbench.bench.measures import MeasureContext, Skip, measure
+from seqbench.bench.measures.throughput import Modes, cell_shape
+from seqbench.bench.measures.timing import row, synchronize
+from seqbench.bench.measures.train import random_batch, workload_fn
+from seqbench.config import PosFloat
 
-DEFAULTS: dict[str, Any] = {"modes": ["inference", "training"], "lr": 1e-3}
+
+@dataclass(frozen=True)
+class MemorySettings:
+    modes: Modes = ("inference", "training")  # workloads measured, each on a fresh model
+    lr: PosFloat = 1e-3  # AdamW learning rate of the training step
 
 STATUS = Path("/proc/self/status")
 CLEAR_REFS = Path("/proc/self/clear_refs")
@@ -113,10 +117,9 @@ def peak_bytes(fn: Callable[[], Any], device: torch.device, extra_bytes: int = 0
     return max(0, int(peak))
 
 
-@register("memory")
+@measure("memory", MemorySettings, axes=("batch_size", "seq_len"))
 def memory(ctx: MeasureContext) -> list[dict]:
-    s = merge_settings("memory", ctx.settings, DEFAULTS)
-    modes = check_modes("memory", s["modes"])
+    s: MemorySettings = ctx.settings
     batch_size, seq_len = cell_shape(ctx, "memory")
     if ctx.device.type != "cuda":
         reason = cpu_peak_supported()
@@ -125,13 +128,13 @@ def memory(ctx: MeasureContext) -> list[dict]:
     extra = int(ctx.faults.get("extra_bytes", 0))
     rows: list[dict] = []
     model = None
-    for mode in modes:
+    for mode in s.modes:
         ctx.progress(f"memory {mode}")
         model = ctx.build_model()
         batch = random_batch(model, batch_size, seq_len, ctx.device, ctx.cell.seed)
-        workload_fn(model, mode, batch, lr=float(s["lr"]))()  # warm-up
+        workload_fn(model, mode, batch, lr=s.lr)()  # warm-up
         model.zero_grad(set_to_none=True)
-        fn = workload_fn(model, mode, batch, lr=float(s["lr"]))  # a fresh optimizer: its state counts
+        fn = workload_fn(model, mode, batch, lr=s.lr)  # a fresh optimizer: its state counts
         rows.append(row("peak_bytes", peak_bytes(fn, ctx.device, extra), mode=mode))
         del fn, batch
     if model is not None and model.streamable:

@@ -7,32 +7,35 @@ Rows:
     flops_per_token       model.flops_per_token(seq_len): forward FLOPs per token, 2 x the
                           matmul weights plus each family's documented mixer extras
     matmul_flops_ceiling  best FLOP/s of a square matmul on this device and dtype, measured
-                          once per process (bench.timing.matmul_ceiling): the MFU denominator
+                          once per process (seqbench.bench.measures.timing.matmul_ceiling): the MFU denominator
 
-Settings (all optional):
-    seq_len: 1024         used only when the cell has no seq_len
-    ceiling: true         measure matmul_flops_ceiling (false skips that row)
+Settings: StaticSettings below.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
 
-from bench.measures import MeasureContext, register
-from bench.timing import matmul_ceiling, merge_settings, positive, row
+from seqbench.bench.measures import MeasureContext, measure
+from seqbench.bench.measures.timing import matmul_ceiling, row
+from seqbench.config import PosInt
 
-DEFAULTS: dict[str, Any] = {"seq_len": 1024, "ceiling": True}
+
+@dataclass(frozen=True)
+class StaticSettings:
+    seq_len: PosInt = 1024  # used only when the cell has no seq_len
+    ceiling: bool = True  # measure matmul_flops_ceiling (false skips that row)
 
 
-@register("static")
+@measure("static", StaticSettings, axes=("seq_len",))
 def static(ctx: MeasureContext) -> list[dict]:
-    s = merge_settings("static", ctx.settings, DEFAULTS)
-    seq_len = positive("static", "seq_len", ctx.cell.seq_len if ctx.cell.seq_len is not None else s["seq_len"])
+    s: StaticSettings = ctx.settings
+    seq_len = int(ctx.cell.seq_len if ctx.cell.seq_len is not None else s.seq_len)
     model = ctx.build_model()
     rows = [row("params", model.n_params)]
     if model.streamable:
         rows.append(row("state_bytes", model.state_bytes(seq_len, 1)))
     rows.append(row("flops_per_token", model.flops_per_token(seq_len)))
-    if s["ceiling"]:
+    if s.ceiling:
         rows.append(row("matmul_flops_ceiling", matmul_ceiling(ctx.device, ctx.dtype)))
     return rows

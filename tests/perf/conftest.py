@@ -7,7 +7,7 @@
 The suite is bench/suites/smoke.yaml unless SEQBENCH_PERF_SUITE names another (a
 shipped name or a path); SEQBENCH_PERF_SET holds `--set` overrides separated by ';'.
 Every throughput cell of the suite becomes one test per mode (inference, training),
-timing the same workload as the throughput measure (bench.train.workload_fn).
+timing the same workload as the throughput measure (seqbench.bench.measures.train.workload_fn).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ class PerfCase:
     """One pytest-benchmark test: a throughput cell in one mode (or the reason there is none)."""
 
     id: str
-    cell: Any = None  # bench.matrix.Cell
+    cell: Any = None  # seqbench.bench.run.matrix.Cell
     mode: str = "inference"
     settings: dict | None = None  # the throughput measure's settings, defaults merged
     threads: int | None = None
@@ -35,10 +35,10 @@ class PerfCase:
 
 def load_cases() -> list[PerfCase]:
     """The throughput cells of the perf suite, one case per mode."""
-    from bench.config import SuiteError, load_suite
-    from bench.env import resolve_device
-    from bench.matrix import expand
-    from bench.measures.throughput import DEFAULTS
+    from seqbench.bench.measures import MEASURES
+    from seqbench.bench.run.config import SuiteError, load_suite
+    from seqbench.bench.run.env import resolve_device
+    from seqbench.bench.run.matrix import expand
 
     name = os.environ.get("SEQBENCH_PERF_SUITE", DEFAULT_SUITE)
     overrides = [s for s in os.environ.get("SEQBENCH_PERF_SET", "").split(";") if s.strip()]
@@ -51,8 +51,8 @@ def load_cases() -> list[PerfCase]:
     for cell in expand(suite, device):
         if cell.measure != "throughput":
             continue
-        settings = {**DEFAULTS, **cell.settings}
-        for mode in settings["modes"]:
+        settings = MEASURES["throughput"].make_settings(cell.settings)
+        for mode in settings.modes:
             cid = f"{cell.model}-B{cell.batch_size}-T{cell.seq_len}-{mode}-{cell.dtype}-{cell.device}"
             cases.append(PerfCase(cid, cell, mode, settings, suite.threads))
     return cases or [PerfCase(id="no-throughput-cells", skip=f"suite {name!r} has no throughput cells")]

@@ -21,16 +21,16 @@ pytestmark = pytest.mark.perf
 
 def _timed_call(perf_case):
     """(model, the callable pytest-benchmark times) for one case; synchronizes CUDA inside."""
-    import models
-    from bench.cell import DTYPES
-    from bench.train import random_batch, workload_fn
+    from seqbench import models
+    from seqbench.bench.measures.train import random_batch, workload_fn
+    from seqbench.bench.run.cell import DTYPES
 
     cell = perf_case.cell
     device = torch.device(cell.device)
     torch.manual_seed(cell.seed)
     model = models.build(cell.family, **cell.model_config).to(device=device, dtype=DTYPES[cell.dtype])
     batch = random_batch(model, cell.batch_size, cell.seq_len, device, cell.seed)
-    fn = workload_fn(model, perf_case.mode, batch, lr=float(perf_case.settings["lr"]))
+    fn = workload_fn(model, perf_case.mode, batch, lr=perf_case.settings.lr)
 
     def call() -> None:
         fn()
@@ -43,7 +43,7 @@ def _timed_call(perf_case):
 def test_throughput(benchmark, perf_case) -> None:
     if perf_case.skip:
         pytest.skip(perf_case.skip)
-    from bench.env import device_name
+    from seqbench.bench.run.env import device_name
 
     if perf_case.threads:
         torch.set_num_threads(int(perf_case.threads))

@@ -1,0 +1,1 @@
+"""A user's own sequence mixer, benchmarked by seqbench without editing seqbench."""
