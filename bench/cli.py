@@ -18,7 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Any
+from typing import Any, NoReturn
 
 from seqbench.errors import SeqbenchError
 
@@ -55,7 +55,6 @@ def cmd_run(args: argparse.Namespace) -> int:
     from seqbench.bench.run.runner import execute, prepare
 
     suite, run_dir = prepare(args.suite, args.out, args.set, args.device, args.resume)
-    print(f"seqbench: suite {suite.name!r} -> {run_dir}", file=sys.stderr)
     result = execute(suite, run_dir, parallel=args.parallel, executor=args.executor, address=args.address,
                      isolate=args.isolate)
     from seqbench.bench.run.runner import RESULTS, read_rows
@@ -104,9 +103,16 @@ def positive_int(text: str) -> int:
     return value
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse with one-line errors: 'seqbench run: error: …; see `seqbench run --help`' (exit 2)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {message}; see `{self.prog} --help`\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="seqbench", description="Benchmark suite for sequence models.")
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = Parser(prog="seqbench", description="Benchmark suite for sequence models.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
 
     p = sub.add_parser("list", help="list registered models, tasks, shipped suites or measures")
     p.add_argument("what", choices=["models", "tasks", "suites", "measures"])

@@ -151,6 +151,8 @@ def check_value(value: Any, annotation: Any) -> str | None:
         if any(p is None for p in problems):
             return None
         # an arm whose type fits but whose range does not says more than "must be X or Y"
+        if isinstance(value, float) and not math.isfinite(value) and any(p and "finite" in p for p in problems):
+            return f"must be a finite number, got {value!r}"
         for arm, problem in zip(arms, problems):
             base = typing.get_args(arm)[0] if typing.get_origin(arm) is Annotated else arm
             if typing.get_origin(base) is not tuple and check_value(value, base) is None:

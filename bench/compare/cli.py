@@ -64,7 +64,7 @@ def register_cli(subparsers: Any) -> None:
     p.set_defaults(func=cmd_compare)
 
     p = subparsers.add_parser("baseline", help="manage saved baselines")
-    bsub = p.add_subparsers(dest="baseline_command", required=True)
+    bsub = p.add_subparsers(dest="baseline_command", required=True, parser_class=type(p))
     s = bsub.add_parser("save", help="save a run as results/baselines/<machine_class>/NAME.jsonl")
     s.add_argument("run_dir")
     s.add_argument("--name", required=True)

@@ -44,9 +44,9 @@ def _describe(holder: dict[str, Any]) -> str:
 class RunLock:
     """`with RunLock(run_dir):` — exclusive ownership of a run directory."""
 
-    def __init__(self, run_dir: Path, stream: TextIO = sys.stderr) -> None:
+    def __init__(self, run_dir: Path, stream: TextIO | None = None) -> None:
         self.path = Path(run_dir) / LOCK_FILE
-        self.stream = stream
+        self.stream = stream if stream is not None else sys.stderr
         self.fd: int | None = None
 
     def _read(self) -> dict[str, Any]:

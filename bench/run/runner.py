@@ -55,9 +55,9 @@ def storage_error(path: Path, exc: OSError, run_dir: Path) -> StorageError:
 class Progress:
     """One status line with ETA on a terminal; a line per finished cell otherwise."""
 
-    def __init__(self, total: int, stream: TextIO = sys.stderr, quiet: bool = False) -> None:
+    def __init__(self, total: int, stream: TextIO | None = None, quiet: bool = False) -> None:
         self.total, self.done, self.failed = total, 0, 0
-        self.stream, self.quiet = stream, quiet
+        self.stream, self.quiet = (stream if stream is not None else sys.stderr), quiet
         self.t0 = time.monotonic()
         self.tty = stream.isatty()
         self.current = ""
@@ -181,8 +181,9 @@ def _start_run_dir(suite: Suite, run_dir: Path, device: str, cells: list[Cell]) 
 
 def execute(suite: Suite, run_dir: Path, *, parallel: int = 1, executor: str = "local",
             address: str | None = None, isolate: bool = False, quiet: bool = False,
-            stream: TextIO = sys.stderr) -> RunResult:
+            stream: TextIO | None = None) -> RunResult:
     """Run every unfinished cell of `suite` into `run_dir` (which this call owns while it runs)."""
+    stream = stream if stream is not None else sys.stderr
     device = resolve_device(suite.device)
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -190,6 +191,8 @@ def execute(suite: Suite, run_dir: Path, *, parallel: int = 1, executor: str = "
         raise RunDirError(f"cannot create the run directory {run_dir} ({exc.strerror or exc}); "
                           "give a writable --out") from None
     with RunLock(run_dir, stream=stream):
+        if not quiet:
+            stream.write(f"seqbench: suite {suite.name!r} -> {run_dir}\n")
         fixed = repair(run_dir)
         if fixed is not None and not quiet:
             stream.write(f"seqbench: {fixed.message}\n")
