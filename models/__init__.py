@@ -16,6 +16,10 @@ from seqbench.models import rnn  # rnn, lstm, gru
 from seqbench.models import seq2seq
 from seqbench.models import transformer
 from seqbench.models import mamba
+from seqbench.models import mamba2
+from seqbench.models import minrnn  # mingru, minlstm
+from seqbench.models import xlstm  # mLSTM and sLSTM blocks
+from seqbench.models import linear_attention  # kind: gla | retnet | deltanet
 
 __all__ = [
     "BackboneModel", "ConfigError", "Mixer", "ModelConfig", "SequenceModel",
