@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from collections.abc import Callable
 from typing import Any, Literal
 
 import torch
@@ -26,6 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from seqbench.config import Dropout, NonNegFloat, PosInt
+from seqbench.errors import UnavailableError
 
 
 @dataclass(frozen=True)
@@ -86,6 +88,25 @@ class Mixer(nn.Module):
     def extra_flops_per_token(self, seq_len: int) -> float:
         """FLOPs per token beyond 2 * (matmul parameters), e.g. attention scores or a scan."""
         return 0.0
+
+
+class KernelBackendError(UnavailableError):
+    """A family's requested kernel backend cannot run here (package missing or tensors not on CUDA)."""
+
+
+def use_kernel(family: str, backend: str, kernel: str, device: torch.device,
+               available: Callable[[], bool], error: type[KernelBackendError]) -> bool:
+    """Whether forward takes the official kernel `kernel` (e.g. "mamba_ssm", "fla"): never for
+    backend "reference"; for "auto" when it imports and the tensors are on CUDA; for backend ==
+    `kernel` on CUDA (a missing package is the caller's error, with its install hint)."""
+    if backend == "reference":
+        return False
+    if backend == "auto":
+        return device.type == "cuda" and available()
+    if device.type != "cuda":
+        raise error(f"{family} backend {kernel!r} needs CUDA tensors, got {device.type}; "
+                    "set backend='reference' or 'auto' to run on this device")
+    return True
 
 
 class RMSNorm(nn.Module):

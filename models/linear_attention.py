@@ -61,7 +61,7 @@ from torch import nn
 from seqbench.config import NonNegFloat, PosFloat, PosInt
 from seqbench.errors import ConfigError
 
-from .base import BackboneModel, Mixer, ModelConfig
+from .base import BackboneModel, KernelBackendError, Mixer, ModelConfig, use_kernel
 from .registry import register
 from .scan import causal_conv, chunked_decay_attention, conv_step, pad_time
 
@@ -73,7 +73,7 @@ L2_EPS = 1e-6  # fla's l2norm: x / sqrt(Σx² + eps)
 GLA_SUB_CHUNK = 8  # GLA's exact (c, c, K) blocks: c = gcd(chunk_size, 8); smaller = less memory, more matmuls
 
 
-class LinearAttentionBackendError(RuntimeError):
+class LinearAttentionBackendError(KernelBackendError):
     """The requested linear-attention backend cannot run here (fla missing or tensors not on CUDA)."""
 
 
@@ -332,16 +332,7 @@ class LinearAttentionMixer(Mixer):
     # -- backend choice
 
     def _use_fla(self, device: torch.device) -> bool:
-        if self.backend == "reference":
-            return False
-        if self.backend == "auto":
-            return device.type == "cuda" and fla_available()
-        if device.type != "cuda":
-            raise LinearAttentionBackendError(
-                f"linear_attention backend 'fla' needs CUDA tensors, got {device.type}; "
-                "set backend='reference' or 'auto' to run on this device"
-            )
-        return True
+        return use_kernel("linear_attention", self.backend, "fla", device, fla_available, LinearAttentionBackendError)
 
     @property
     def impl(self) -> str:

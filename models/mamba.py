@@ -41,7 +41,7 @@ from torch import nn
 from torch.autograd.function import once_differentiable
 
 from seqbench.config import NonNegFloat, PosInt
-from seqbench.models.base import BackboneModel, Mixer, ModelConfig
+from seqbench.models.base import BackboneModel, KernelBackendError, Mixer, ModelConfig, use_kernel
 from seqbench.models.registry import register
 
 INSTALL_HINT = "pip install 'seqbench[mamba]'  (mamba-ssm and causal-conv1d; needs a CUDA GPU)"
@@ -53,7 +53,7 @@ INSTALL_HINT = "pip install 'seqbench[mamba]'  (mamba-ssm and causal-conv1d; nee
 SCAN_CHUNK_ELEMS = 2**18
 
 
-class MambaBackendError(RuntimeError):
+class MambaBackendError(KernelBackendError):
     """The requested mamba backend cannot run here (package missing or tensors not on CUDA)."""
 
 
@@ -228,16 +228,7 @@ class MambaMixer(Mixer):
     # -- backend choice
 
     def _use_mamba_ssm(self, device: torch.device) -> bool:
-        if self.backend == "reference":
-            return False
-        if self.backend == "auto":
-            return device.type == "cuda" and mamba_ssm_available()
-        if device.type != "cuda":
-            raise MambaBackendError(
-                f"mamba backend 'mamba_ssm' needs CUDA tensors, got {device.type}; "
-                "set backend='reference' or 'auto' to run on this device"
-            )
-        return True
+        return use_kernel("mamba", self.backend, "mamba_ssm", device, mamba_ssm_available, MambaBackendError)
 
     @property
     def impl(self) -> str:

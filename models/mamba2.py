@@ -47,14 +47,14 @@ from torch import nn
 from seqbench.config import NonNegFloat, PosInt
 from seqbench.errors import ConfigError
 
-from .base import BackboneModel, Mixer, ModelConfig
+from .base import BackboneModel, KernelBackendError, Mixer, ModelConfig, use_kernel
 from .registry import register
 from .scan import causal_conv, chunked_decay_attention, conv_step
 
 INSTALL_HINT = "pip install 'seqbench[mamba]'  (mamba-ssm; its Triton kernels need a CUDA GPU)"
 
 
-class Mamba2BackendError(RuntimeError):
+class Mamba2BackendError(KernelBackendError):
     """The requested Mamba-2 backend cannot run here (package missing or tensors not on CUDA)."""
 
 
@@ -178,16 +178,7 @@ class Mamba2Mixer(Mixer):
     # -- backend choice
 
     def _use_mamba_ssm(self, device: torch.device) -> bool:
-        if self.backend == "reference":
-            return False
-        if self.backend == "auto":
-            return device.type == "cuda" and mamba_ssm_ssd_available()
-        if device.type != "cuda":
-            raise Mamba2BackendError(
-                f"mamba2 backend 'mamba_ssm' needs CUDA tensors, got {device.type}; "
-                "set backend='reference' or 'auto' to run on this device"
-            )
-        return True
+        return use_kernel("mamba2", self.backend, "mamba_ssm", device, mamba_ssm_ssd_available, Mamba2BackendError)
 
     @property
     def impl(self) -> str:
