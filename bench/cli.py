@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from typing import Any, NoReturn
 
@@ -36,6 +37,14 @@ def cmd_list(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def default_parallel(suite: Any) -> int:
+    """Workers of a run without --parallel: on CPU one per `threads` cores (the shipped CPU suites use
+    1 thread, so one worker per core); on CUDA 1 (pass --parallel N for N GPUs)."""
+    if suite.device == "cuda":
+        return 1
+    return max(1, (os.cpu_count() or 1) // (suite.threads or 1))
+
+
 def cmd_validate(args: argparse.Namespace) -> int:
     from seqbench.bench.run.config import load_suite
     from seqbench.bench.run.matrix import expand
@@ -47,6 +56,13 @@ def cmd_validate(args: argparse.Namespace) -> int:
         by_measure[c.measure] = by_measure.get(c.measure, 0) + 1
     detail = ", ".join(f"{m} {n}" for m, n in by_measure.items())
     print(f"{suite.path}: ok — {len(suite.models)} models, {len(suite.tasks)} tasks, {len(cells)} cells ({detail})")
+    from seqbench.bench.run.estimate import RUN_OVERHEAD_S, describe, suite_seconds
+
+    parallel = args.parallel or default_parallel(suite)
+    total, per = suite_seconds(cells, parallel)
+    cost = ", ".join(f"{m} {describe(t)}" for m, t in sorted(per.items(), key=lambda kv: -kv[1]))
+    print(f"expected duration on the reference 2-core CPU (1 thread per worker): about "
+          f"{describe(total + RUN_OVERHEAD_S)} with --parallel {parallel} (cell time by measure: {cost})")
     return EXIT_OK
 
 
@@ -55,7 +71,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     from seqbench.bench.run.runner import execute, prepare
 
     suite, run_dir = prepare(args.suite, args.out, args.set, args.device, args.resume)
-    result = execute(suite, run_dir, parallel=args.parallel, executor=args.executor, address=args.address,
+    result = execute(suite, run_dir, parallel=args.parallel or default_parallel(suite), executor=args.executor,
+                     address=args.address,
                      isolate=args.isolate)
     from seqbench.bench.run.runner import RESULTS, read_rows
 
@@ -63,13 +80,15 @@ def cmd_run(args: argparse.Namespace) -> int:
     print(summary_table(rows))
     report_ok = _write_report(run_dir)
     failed = {r["cell_id"] for r in rows if r["status"] in ("oom", "error", "timeout")}
+    skipped = {r["cell_id"] for r in rows if r["status"] == "skipped"} - failed
     if result.interrupted:
         print(f"\ninterrupted: {len(result.rows)} rows of this session kept in {run_dir / RESULTS}; "
               f"finish with: seqbench run --resume {run_dir}", file=sys.stderr)
         return 130
     done = f"{result.cells - result.skipped_done} cells run" + (
         f", {result.skipped_done} already done" if result.skipped_done else "")
-    print(f"\n{done}; {len(failed)} failed. results: {run_dir / RESULTS}"
+    print(f"\n{done}; {len(failed)} failed, {len(skipped)} skipped (expected: the measure does not apply). "
+          f"results: {run_dir / RESULTS}"
           + (f"\nreport: {run_dir / 'report' / 'index.html'}" if report_ok else ""))
     return EXIT_FAIL if failed or not report_ok else EXIT_OK
 
@@ -121,6 +140,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("validate", help="check a suite without running it")
     p.add_argument("suite", help="shipped suite name or path to a YAML file")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a suite key")
+    p.add_argument("--parallel", type=positive_int, default=None,
+                   help="workers the expected duration assumes (default: as `seqbench run`)")
     p.set_defaults(func=cmd_validate)
 
     p = sub.add_parser("run", help="run a suite (default: quick) and write results and a report")
@@ -132,7 +153,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", metavar="RUN_DIR", help="finish an interrupted run: only unfinished cells run")
     p.add_argument("--executor", choices=["local", "ray"], default="local")
     p.add_argument("--address", help="Ray cluster address for --executor ray (auto, ray://HOST:PORT)")
-    p.add_argument("--parallel", type=positive_int, default=1, help="local worker processes (one GPU each on CUDA)")
+    p.add_argument("--parallel", type=positive_int, default=None,
+                   help="local worker processes (default on CPU: cores / the suite's threads; on CUDA: 1; "
+                        "one GPU each)")
     p.add_argument("--isolate", action="store_true", help="a fresh worker process per cell")
     p.set_defaults(func=cmd_run)
 

@@ -164,7 +164,9 @@ def wilson_interval(successes: float, n: float, confidence: float = 0.95) -> tup
     denom = 1.0 + z * z / n
     centre = (p + z * z / (2.0 * n)) / denom
     half = z * math.sqrt(p * (1.0 - p) / n + z * z / (4.0 * n * n)) / denom
-    return max(0.0, centre - half), min(1.0, centre + half)
+    lo = 0.0 if p == 0 else max(0.0, centre - half)  # exact at the ends, not 1 - 1e-16
+    hi = 1.0 if p == 1 else min(1.0, centre + half)
+    return lo, hi
 
 
 def normal_interval(mean: float, se: float, confidence: float = 0.95) -> tuple[float, float]:
@@ -243,7 +245,7 @@ def signed_rank_p(differences: Sequence[float]) -> float:
     _, tie_sizes = np.unique(ranks, return_counts=True)
     if n <= EXACT_SIGNED_RANK_MAX and tie_sizes.size == n:
         counts = _signed_rank_counts(n)
-        w = int(round(min(w_plus, n * (n + 1) / 2 - w_plus)))
+        w = round(min(w_plus, n * (n + 1) / 2 - w_plus))
         return float(min(1.0, 2.0 * counts[: w + 1].sum() / 2.0**n))
     mean = n * (n + 1) / 4.0
     var = n * (n + 1) * (2 * n + 1) / 24.0 - float((tie_sizes**3 - tie_sizes).sum()) / 48.0

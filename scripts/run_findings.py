@@ -10,7 +10,7 @@ the command, its exit code and wall time), then analyses every run with seqbench
 writes results/reference/findings.md: per finding the claim and its source, our setup, a
 table of our numbers and a verdict (agree / partly / disagree) with its reason.
 
-    python scripts/run_findings.py                       # all six
+    python scripts/run_findings.py                       # all seven
     python scripts/run_findings.py formal bai            # only these (findings.md keeps the others' runs)
     python scripts/run_findings.py --analyse-only        # rewrite findings.md from the runs on disk
     python scripts/run_findings.py induction --device cuda --set measures.accuracy.steps=20000
@@ -35,7 +35,7 @@ from seqbench.bench.findings.core import FINDINGS, Analysis, FindingsError, anal
 
 OUT_ROOT = ROOT / "results" / "reference" / "findings"
 MARKDOWN = ROOT / "results" / "reference" / "findings.md"
-ORDER = ("zoology", "induction", "formal", "bai", "copying", "latency")  # latency last: timing-sensitive
+ORDER = ("zoology", "induction", "formal", "bai", "copying", "digits", "latency")  # latency last: timing-sensitive
 # Worker processes per suite: 2 (the two cores) for training, 1 for latency so that no second
 # worker competes with a timed stream.
 PARALLEL = {"latency": 1}
@@ -87,6 +87,17 @@ NOTES: dict[str, dict[str, str]] = {
             "just under the memoryless baseline; both count as not leaving it. Shorter lengths change the "
             "picture (the LSTM solves adding at T=100; the GRU recalls part of the string at delay 50), so "
             "the table's outcome is a statement about length, as Bai's single-length table is."),
+    },
+    "digits": {
+        "agree": (
+            "Reading the run: regularisation is what moved the LSTM past 0.9. Without it (a 1-layer LSTM, no "
+            "dropout, weight decay 0.01, tokens) the training loss reaches 0 by step 1000 and the test score is "
+            "0.81 (validation 0.91); dropout 0.3 and weight decay 0.1-0.2 on a 2-layer LSTM gave 0.89-0.91 "
+            "over two seeds, and the block MLP (2 x d_model) 0.91. The gap between validation (0.94-0.99) and "
+            "test comes from the split: both are the last images of each class in file order, the test ones "
+            "later, so test digits come from writers the training set saw least. One seed and 364 test "
+            "images: the interval is about ±0.03, so the order LSTM > GRU > Mamba > Transformer is not "
+            "separated at this size (the LSTM's and the GRU's intervals overlap)."),
     },
     "latency": {
         "agree": (
@@ -175,7 +186,7 @@ def write_markdown(out_root: Path, path: Path) -> str:
          "overrides for the paper's scale on a GPU), a run under results/reference/findings/<name>/, and the "
          "analysis in bench/findings/ that turns the run into the table and the verdict below. The verdict "
          "follows a criterion written in that analysis (quoted with each verdict), so a rerun is judged the "
-         "same way. Regenerate with `python scripts/run_findings.py` (all six, ~25-40 min on the 2-core CPU) "
+         "same way. Regenerate with `python scripts/run_findings.py` (all seven, ~35-50 min on the 2-core CPU) "
          "or `python scripts/run_findings.py --analyse-only`.\n"),
         f"Machine: {machine or 'see each run env.json'}.\n",
         to_markdown(pd.DataFrame(summary)) + "\n",

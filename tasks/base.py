@@ -31,7 +31,10 @@ import torch.nn.functional as F
 from seqbench.errors import ConfigError, MissingDataError
 
 IGNORE_INDEX = -100
-SPLITS = {"train": 0, "eval": 1, "test": 1}  # "test" is an alias of the held-out stream
+# Seed streams: train, validation (model selection: the best lr, learning curves) and test (the
+# reported score; "eval" is its older name). Synthetic tasks draw each from its own stream; real
+# tasks carve "valid" out of their training data (`RealTask.valid_rows`), so it never sees test.
+SPLITS = {"train": 0, "eval": 1, "test": 1, "valid": 2}
 
 Metric = Literal["token_accuracy", "sequence_accuracy", "mse", "nmse", "bits_per_char"]
 
@@ -123,8 +126,14 @@ class Task:
         return int(self.config.seq_len)
 
     def chance(self, seq_len: int | None = None) -> float:
-        """The primary metric's value for a predictor that ignores the input."""
-        raise NotImplementedError
+        """The primary metric's value for a predictor that ignores the input.
+
+        Classification tasks state theirs (the best constant prediction). The default, for
+        regression tasks only, is the predict-the-mean baseline: the MSE on held-out batches of
+        the mean training target (`mean_baseline_mse`)."""
+        if self.regression:
+            return mean_baseline_mse(self, seq_len=seq_len)
+        raise NotImplementedError(f"{type(self).__name__} states no chance level; define chance()")
 
     def data_info(self) -> dict[str, Any]:
         """Provenance of real data (source, files, sha256); {} for synthetic tasks."""
@@ -153,7 +162,12 @@ class Task:
 
 class RealTask(Task):
     """A task over real data: `load()` reads it once (on first use, not when the task is built, so
-    a suite validates without the data) and keeps it; subclasses implement `_load()`."""
+    a suite validates without the data) and keeps it; subclasses implement `_load()`.
+
+    Three splits: "train" (what the model fits), "valid" (carved out of the training data by
+    `class_valid_split` or `tail_split`: model selection, i.e. the best lr and the learning curves)
+    and "test" (alias "eval": the published or fixed test split, the reported score). Test data is
+    never used to choose anything."""
 
     real: ClassVar[bool] = True
 
@@ -168,6 +182,58 @@ class RealTask(Task):
 
     def _load(self) -> Any:
         raise NotImplementedError
+
+
+def mean_baseline_mse(task: Task, *, seq_len: int | None = None, n_batches: int = 8, batch_size: int = 64) -> float:
+    """MSE of always predicting the mean training target (per output dimension), on test batches:
+    the chance level of a regression task. Deterministic (fixed seeds 0..n_batches-1)."""
+    train = [task.batch(batch_size, seq_len=seq_len, seed=k, split="train") for k in range(n_batches)]
+    mean = torch.cat([b.targets[b.mask].float() for b in train]).mean(0)  # (C,)
+    test = [task.batch(batch_size, seq_len=seq_len, seed=k, split="test") for k in range(n_batches)]
+    err = torch.cat([(b.targets[b.mask].float() - mean).pow(2).mean(-1) for b in test])  # (N,)
+    return float(err.mean())
+
+
+@torch.no_grad()
+def scored_values(output: torch.Tensor, batch: Batch, *, metric: Metric) -> torch.Tensor:
+    """(N,) float: one value per scored unit whose mean is `metric` as `score` computes it (for nmse,
+    up to the batch's naive-forecast normaliser): 1/0 per scored position (token_accuracy) or per
+    sequence (sequence_accuracy), the squared error per scored position (mse, nmse) or its cross-entropy
+    in bits (bits_per_char). What an interval over positions or sequences is computed from."""
+    out, targets, mask = _scored(output, batch)
+    if metric in ("mse", "nmse"):
+        err = (out.float() - targets.float()).pow(2).mean(-1)[mask]  # (N,)
+        if metric == "nmse":
+            naive = batch.meta["naive"].to(out.device).float()
+            naive_mse = float((naive - targets.float()).pow(2).mean(-1)[mask].mean())
+            err = err / naive_mse if naive_mse > 0 else err * math.inf
+        return err
+    if metric == "bits_per_char":
+        ce = F.cross_entropy(out.reshape(-1, out.shape[-1]).float(), targets.reshape(-1),
+                             ignore_index=IGNORE_INDEX, reduction="none").view(mask.shape)  # (B, T)
+        return ce[mask] / math.log(2)
+    correct = (out.argmax(-1) == targets) & mask  # (B, T)
+    if metric == "sequence_accuracy":
+        return (correct | ~mask).all(1).float()  # (B,)
+    return correct[mask].float()
+
+
+def class_valid_split(labels: np.ndarray, fraction: float) -> tuple[np.ndarray, np.ndarray]:
+    """(fit rows, valid rows) of a training set, each sorted: per class in file order, the last
+    floor(fraction * n) rows (at least one of a class with two or more rows) are validation."""
+    fit, valid = [], []
+    for c in np.unique(labels):
+        idx = np.flatnonzero(labels == c)
+        k = int(fraction * len(idx))
+        k = max(k, 1) if len(idx) >= 2 else 0
+        fit.append(idx[: len(idx) - k])
+        valid.append(idx[len(idx) - k:])
+    return np.sort(np.concatenate(fit)), np.sort(np.concatenate(valid))
+
+
+def tail_split(n: int, fraction: float) -> int:
+    """Where the validation tail of a training stream of n items starts: n - floor(fraction * n)."""
+    return n - int(fraction * n)
 
 
 def _scored(output: torch.Tensor, batch: Batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -11,8 +11,9 @@ and another hash, which is recorded, not an error.
 Vocabulary: `vocab="byte"` uses the 256 byte values of the UTF-8 file (bits per byte; the stdlib corpus
 is nearly all ASCII, so one byte is one character); `vocab="char"` decodes UTF-8 and uses the characters
 of the train split, sorted, plus one unknown id (the last) for characters seen only in eval.
-Split: the first `train_fraction` (default 90%) of the corpus is train, the rest eval/test; a window and
-its next-character target never cross the boundary. Batches are windows at seeded random offsets.
+Split: the first `train_fraction` (default 90%) of the corpus is train, the rest eval/test; the last
+`valid_fraction` (default 10%) of train is the "valid" part (model selection); a window and its
+next-character target never cross a boundary. Batches are windows at seeded random offsets.
 
 Inputs (B, T) int64 = c[s : s+T]; targets (B, T) = c[s+1 : s+T+1], every position scored.
 Metric: bits_per_char = mean cross-entropy / ln 2 over all positions. Chance: log2(V) (the uniform
@@ -39,7 +40,7 @@ import numpy as np
 
 from seqbench.config import PosInt, Range
 from seqbench.errors import ConfigError
-from seqbench.tasks.base import Batch, MissingDataError, RealTask, sha256_of, token_batch
+from seqbench.tasks.base import Batch, MissingDataError, RealTask, sha256_of, tail_split, token_batch
 from seqbench.tasks.registry import register
 
 STDLIB_FILES = (  # relative to the stdlib directory; all exist as plain .py in CPython 3.10-3.14
@@ -57,6 +58,8 @@ class CharLMConfig:
     seq_len: PosInt = 256  # window length (any length that fits in the eval split)
     # leading share of the corpus for train; the rest is eval/test
     train_fraction: Annotated[float, Range(gt=0, lt=1)] = 0.9
+    # share of the train part (its end) held out as the validation part
+    valid_fraction: Annotated[float, Range(gt=0, lt=1)] = 0.1
 
     def __post_init__(self) -> None:
         if self.path is not None and not os.path.isfile(self.path):
@@ -65,7 +68,7 @@ class CharLMConfig:
 
 @dataclass(frozen=True)
 class Corpus:
-    train: np.ndarray  # (N_train,) int64 token ids
+    train: np.ndarray  # (N_train,) int64 token ids (validation included)
     test: np.ndarray  # (N_test,) int64 token ids
     vocab_size: int
     info: dict[str, Any]
@@ -149,14 +152,19 @@ class CharLM(RealTask):
         return math.log2(self.vocab_size)
 
     def data_info(self) -> dict[str, Any]:
-        return dict(self.load().info)
+        info = dict(self.load().info)
+        n_train = info["split_sizes"]["train"]
+        n_fit = tail_split(n_train, self.config.valid_fraction)
+        info["split_sizes"] = {"train": n_fit, "valid": n_train - n_fit, "test": info["split_sizes"]["test"]}
+        return info
 
     def _batch(self, batch_size: int, seq_len: int, rng: np.random.Generator, split: str) -> Batch:
         corpus = self.load()
-        part = corpus.train if split == "train" else corpus.test
+        n_fit = tail_split(len(corpus.train), self.config.valid_fraction)
+        part = {"train": corpus.train[:n_fit], "valid": corpus.train[n_fit:]}.get(split, corpus.test)
         n_windows = len(part) - seq_len  # a window needs seq_len inputs and one more target
         if n_windows < 1:
-            longest = min(len(corpus.train), len(corpus.test)) - 1
+            longest = min(n_fit, len(corpus.train) - n_fit, len(corpus.test)) - 1
             raise ConfigError(
                 f"char_lm: seq_len={seq_len} needs {seq_len + 1} characters but the {split} split has "
                 f"{len(part)}; use seq_len <= {longest}"

@@ -16,7 +16,11 @@ Sources (offline only; nothing is downloaded):
 
 Split. digits and mnist have no published split, so a fixed one is used: within each class, in file
 order, the first floor(4/5 * n_class) images are train and the rest test (digits: 1433 train / 364
-test; mnist: 4000 / 1000). "train" batches draw from train, "eval"/"test" from test, by the seeded rng.
+test; mnist: 4000 / 1000). A validation split is carved out of train (tasks.base.class_valid_split):
+per class, in file order, the last floor(valid_fraction * n) train images (digits at 0.1: 1294 fit,
+139 valid, 364 test). "train" batches draw from the fit part, "valid" from validation (the best lr
+and the learning curves are chosen there), "eval"/"test" from test (the reported score), by the
+seeded rng. idx sources keep their published test split and carve validation out of train the same way.
 
 Inputs: `input="tokens"` gives (B, T) int64 pixel tokens quantized to `levels` bins,
 token = value * levels // (max_value + 1) (levels=17 keeps digits' 0..16, levels=256 keeps MNIST's bytes);
@@ -33,7 +37,8 @@ Worked example (a 2x2 toy image in digits' 0..16 scale, label 3, tokens, levels=
     float   [[0.0], [1.0], [0.3125], [0.5625]]
     permuted with perm [2, 0, 3, 1]: inputs [5, 0, 9, 16] (the target is unchanged)
 
-meta["index"] (B,) is each example's row within its split (file order).
+meta["index"] (B,) is each example's row within the source's train or test split (file order; "train"
+and "valid" batches index the same train rows).
 """
 
 from __future__ import annotations
@@ -53,7 +58,15 @@ import torch
 
 from seqbench.config import NonNegInt, Range
 from seqbench.errors import ConfigError
-from seqbench.tasks.base import IGNORE_INDEX, Batch, MissingDataError, RealTask, require, sha256_of
+from seqbench.tasks.base import (
+    IGNORE_INDEX,
+    Batch,
+    MissingDataError,
+    RealTask,
+    class_valid_split,
+    require,
+    sha256_of,
+)
 from seqbench.tasks.registry import register
 
 _MAX_VALUE = {"digits": 16, "mnist": 255, "idx": 255}
@@ -69,6 +82,8 @@ class SequentialImageConfig:
     levels: Annotated[int, Range(ge=2)] | None = None
     permuted: bool = False  # apply one fixed pixel permutation (permuted MNIST)
     permutation_seed: NonNegInt = 0  # seed of that permutation
+    # share of each class's training images (the last ones, file order) held out for validation
+    valid_fraction: Annotated[float, Range(gt=0, lt=1)] = 0.1
 
     def __post_init__(self) -> None:
         if self.source == "idx" and not self.path:
@@ -265,12 +280,23 @@ class SequentialImage(RealTask):
         majority = np.bincount(d.train_y).argmax()
         return float((d.test_y == majority).mean())
 
+    @functools.cached_property
+    def splits(self) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """split -> (images (N, T) uint8, labels (N,), rows (N,) in the source split) for "train"
+        (fit), "valid" and "test"."""
+        d = self.load()
+        fit, valid = class_valid_split(d.train_y, self.config.valid_fraction)
+        return {"train": (d.train_x[fit], d.train_y[fit], fit), "valid": (d.train_x[valid], d.train_y[valid], valid),
+                "test": (d.test_x, d.test_y, np.arange(len(d.test_y)))}
+
     def data_info(self) -> dict[str, Any]:
-        return {**self.load().info, "image_shape": list(self.load().shape), "n_classes": self.n_outputs}
+        info = dict(self.load().info)
+        info["split"] = f"{info['split']}; validation: per class the last {self.config.valid_fraction:g} of train"
+        info["split_sizes"] = {k: len(v[1]) for k, v in self.splits.items()}
+        return {**info, "image_shape": list(self.load().shape), "n_classes": self.n_outputs}
 
     def _batch(self, batch_size: int, seq_len: int, rng: np.random.Generator, split: str) -> Batch:
-        d = self.load()
-        x, y = (d.train_x, d.train_y) if split == "train" else (d.test_x, d.test_y)
+        x, y, rows = self.splits["test" if split == "eval" else split]
         idx = rng.choice(len(x), size=batch_size, replace=batch_size > len(x))  # (B,)
         pixels = x[idx][:, self.permutation]  # (B, T) uint8
         T = pixels.shape[1]
@@ -282,4 +308,4 @@ class SequentialImage(RealTask):
         else:
             inputs = torch.from_numpy(pixels.astype(np.float32) / _MAX_VALUE[self.config.source])[..., None]
         mask = torch.from_numpy(targets != IGNORE_INDEX)  # numpy: avoids torch's thread pool for a tiny op
-        return Batch(inputs, torch.from_numpy(targets), mask, None, {"index": torch.from_numpy(idx)})
+        return Batch(inputs, torch.from_numpy(targets), mask, None, {"index": torch.from_numpy(rows[idx])})

@@ -12,7 +12,9 @@ timeseries_classification
     series of either split: `pad="left"` (default) right-aligns every series so the label always sits at
     position T-1; `pad="right"` starts every series at 0 and puts the label at its last real position
     L-1. meta["lengths"] (B,) holds L, meta["valid"] (B, T) marks real positions, meta["index"] (B,) the
-    row within the split (file order).
+    row within the published TRAIN or TEST split (file order; "valid" rows are TRAIN rows). Validation: per class, in file order, the last `valid_fraction`
+    of the published TRAIN series (at least one of a class with two or more; tasks.base.class_valid_split)
+    are held out as "valid" (model selection); "eval"/"test" is the published TEST split.
     Metric: accuracy of the class predicted at the label position (`token_accuracy`, one scored position
     per sequence). Chance: the test-split frequency of the most frequent train class.
 
@@ -26,7 +28,9 @@ forecasting
     1700-2008, 309 values; statsmodels) or airline (Box & Jenkins monthly airline passengers 1949-1960,
     144 values; sktime). The series is z-normalized with the mean and std of its train part. Train windows
     come from the first `train_fraction` (default 80%) of the series, eval/test windows from the rest; a
-    window (input and its next value) never crosses the boundary.
+    window (input and its next value) never crosses the boundary. The last `valid_fraction` (default 20%)
+    of the train part is the "valid" part (model selection; tasks.base.tail_split), windows never crossing
+    into it either.
     Inputs (B, T, 1) = x[s : s+T], targets (B, T, 1) = x[s+1 : s+T+1]; scored positions are the last
     `horizon` positions (None = all T). meta["naive"] = the inputs (the last-value forecast).
     Metric: nmse = MSE / MSE of the naive last-value forecast on the same positions (below 1.0 beats
@@ -52,7 +56,16 @@ import torch
 
 from seqbench.config import PosInt, Range, did_you_mean
 from seqbench.errors import ConfigError
-from seqbench.tasks.base import IGNORE_INDEX, Batch, MissingDataError, RealTask, require, sha256_of
+from seqbench.tasks.base import (
+    IGNORE_INDEX,
+    Batch,
+    MissingDataError,
+    RealTask,
+    class_valid_split,
+    require,
+    sha256_of,
+    tail_split,
+)
 from seqbench.tasks.registry import register
 
 
@@ -109,6 +122,8 @@ class TimeseriesClassificationConfig:
     path: str | None = None  # directory with <dataset>_TRAIN.ts and _TEST.ts (or <dataset>/ holding them)
     pad: Literal["left", "right"] = "left"  # where variable-length series are zero-padded
     normalize: bool = True  # z-normalize each channel with train mean and std
+    # share of each class's TRAIN series (the last ones, file order) held out for validation
+    valid_fraction: Annotated[float, Range(gt=0, lt=1)] = 0.2
 
     def __post_init__(self) -> None:
         if self.path is not None:
@@ -234,8 +249,11 @@ class TimeseriesClassification(RealTask):
         c = self.config
         data = load_ucr(c.dataset, os.path.abspath(c.path) if c.path else None, c.normalize)
         T = max(len(x) for x in data.train + data.test)
-        for split, xs, ys in (("train", data.train, data.train_y), ("test", data.test, data.test_y)):
-            self._padded[split] = (*_pad(xs, T, c.pad), ys)
+        fit, valid = class_valid_split(data.train_y, c.valid_fraction)
+        parts = {"train": fit, "valid": valid, "test": None}
+        for split, rows in parts.items():
+            xs, ys = (data.test, data.test_y) if rows is None else ([data.train[i] for i in rows], data.train_y[rows])
+            self._padded[split] = (*_pad(xs, T, c.pad), ys, np.arange(len(ys)) if rows is None else rows)
         return data
 
     @property
@@ -261,11 +279,14 @@ class TimeseriesClassification(RealTask):
         return float((d.test_y == majority).mean())
 
     def data_info(self) -> dict[str, Any]:
-        return {**self.load().info, "seq_len": self.seq_len, "pad": self.config.pad}
+        info = self.load().info
+        sizes = {k: len(v[2]) for k, v in self._padded.items()}
+        return {**info, "split_sizes": sizes, "valid_fraction": self.config.valid_fraction,
+                "seq_len": self.seq_len, "pad": self.config.pad}
 
     def _batch(self, batch_size: int, seq_len: int, rng: np.random.Generator, split: str) -> Batch:
         self.load()
-        x, lengths, y = self._padded["train" if split == "train" else "test"]
+        x, lengths, y, rows = self._padded["test" if split == "eval" else split]
         idx = rng.choice(len(x), size=batch_size, replace=batch_size > len(x))  # (B,)
         B, T = batch_size, x.shape[1]
         L = lengths[idx]  # (B,)
@@ -275,7 +296,7 @@ class TimeseriesClassification(RealTask):
         targets = np.full((B, T), IGNORE_INDEX, dtype=np.int64)
         targets[np.arange(B), last] = y[idx]
         mask = torch.from_numpy(targets != IGNORE_INDEX)  # numpy: avoids torch's thread pool for a tiny op
-        meta = {"lengths": torch.from_numpy(L), "valid": torch.from_numpy(valid), "index": torch.from_numpy(idx)}
+        meta = {"lengths": torch.from_numpy(L), "valid": torch.from_numpy(valid), "index": torch.from_numpy(rows[idx])}
         return Batch(torch.from_numpy(x[idx]), torch.from_numpy(targets), mask, None, meta)
 
 
@@ -295,6 +316,8 @@ class ForecastingConfig:
     horizon: PosInt | None = None  # score the last `horizon` positions of each window; None = all (every position)
     # leading share of the series for train windows; the rest is eval/test
     train_fraction: Annotated[float, Range(gt=0, lt=1)] = 0.8
+    # share of the train part (its end) held out as the validation part
+    valid_fraction: Annotated[float, Range(gt=0, lt=1)] = 0.2
 
     def __post_init__(self) -> None:
         if self.horizon is not None and self.seq_len is not None and self.horizon > self.seq_len:
@@ -342,14 +365,16 @@ class Forecasting(RealTask):
         n_train = int(self.config.train_fraction * len(values))
         mean, std = values[:n_train].mean(), values[:n_train].std()
         z = ((values - mean) / std).astype(np.float32)  # (N,)
+        n_fit = tail_split(n_train, self.config.valid_fraction)
         self._info = {
             **info,
-            "split": f"first {self.config.train_fraction:g} of the series train, rest eval/test",
-            "split_sizes": {"train": n_train, "test": len(values) - n_train},
+            "split": f"first {self.config.train_fraction:g} of the series train (its last "
+                     f"{self.config.valid_fraction:g} valid), rest eval/test",
+            "split_sizes": {"train": n_fit, "valid": n_train - n_fit, "test": len(values) - n_train},
             "train_mean": float(mean),
             "train_std": float(std),
         }
-        return {"train": z[:n_train], "test": z[n_train:]}
+        return {"train": z[:n_fit], "valid": z[n_fit:n_train], "test": z[n_train:]}
 
     @property
     def vocab_size(self) -> int | None:
@@ -375,7 +400,7 @@ class Forecasting(RealTask):
         return dict(self._info)
 
     def _batch(self, batch_size: int, seq_len: int, rng: np.random.Generator, split: str) -> Batch:
-        part = self.load()["train" if split == "train" else "test"]
+        part = self.load()["test" if split == "eval" else split]
         n_windows = len(part) - seq_len  # a window needs seq_len inputs and one more value
         if n_windows < 1:
             longest = min(len(p) for p in self.load().values()) - 1

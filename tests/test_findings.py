@@ -27,6 +27,9 @@ TINY = {
     "formal": TINY_ACCURACY + ["seeds=[0]", "measures.accuracy.lrs=[0.003]"],
     "bai": TINY_ACCURACY + ["tasks.adding_long.seq_len=40", "tasks.copy_long.delay=20"],
     "copying": TINY_ACCURACY,
+    "digits": TINY_ACCURACY + ["defaults.d_model=16"],
+    "recall-modern": TINY_ACCURACY + ["defaults.n_layers=1"],
+    "state-tracking": TINY_ACCURACY + ["seeds=[0]", "measures.accuracy.lrs=[0.003]", "defaults.d_model=16"],
     "latency": ["defaults.d_model=16", "shapes.seq_len=[16,128]", "exclude=[{measure: latency, seq_len: 16}]",
                 "measures.latency.warmup=2", "measures.latency.repeats=1"],
 }
@@ -152,6 +155,18 @@ def test_formal_criterion():
     assert FINDINGS["formal"].analyse(_acc_rows({**lstm, **extrapolating_attention}), suite).verdict == "partly"
 
 
+def test_state_tracking_criterion():
+    suite = load_suite(suite_path("state-tracking"))
+    trackers = {(m, "parity", n): 1.0 for m in ("deltanet_neg", "slstm") for n in (20, 40, 80)}
+    linear = {(m, "parity", n): v for m in ("deltanet", "mlstm") for n, v in ((20, 0.66), (40, 0.45), (80, 0.52))}
+    assert FINDINGS["state-tracking"].analyse(_acc_rows({**trackers, **linear}), suite).verdict == "agree"
+    falls_off = {**trackers, ("deltanet_neg", "parity", 80): 0.6}
+    a = FINDINGS["state-tracking"].analyse(_acc_rows({**falls_off, **linear}), suite)
+    assert a.verdict == "partly" and "deltanet_neg (expected to track state): not as expected" in a.reason
+    both_wrong = {**{k: 0.5 for k in trackers}, **{k: 1.0 for k in linear}}
+    assert FINDINGS["state-tracking"].analyse(_acc_rows(both_wrong), suite).verdict == "disagree"
+
+
 def test_copying_criterion_counts_only_transformers_that_copy():
     suite = load_suite(suite_path("copying"))
     rev, cop = (33, 65, 129), (65, 128, 254)
@@ -168,3 +183,28 @@ def test_copying_criterion_counts_only_transformers_that_copy():
     collapse = {**rows("attn_rope", (1.0, 0.09, 0.08), (1.0, 0.1, 0.1)), **rows("attn_nope", (0.4, 0.35, 0.3), (0.3, 0.1, 0.1))}
     a = FINDINGS["copying"].analyse(_acc_rows({**fixed_state, **collapse}), suite)
     assert a.verdict == "partly" and "attn_rope" in a.reason
+
+
+def test_digits_criterion_reads_the_test_score_at_the_lr_chosen_on_validation():
+    suite = load_suite(suite_path("digits"))
+    task = next(iter(suite.tasks))
+
+    def rows(lstm_test: float, lstm_valid_other: float) -> pd.DataFrame:
+        out = []
+        for model in suite.models:
+            fam = suite.models[model]["family"]
+            good = lstm_test if fam == "lstm" else 0.8
+            # lr 0.003 validates best; lr 0.001 has a higher test score, which must not be picked
+            for lr, test, valid in ((0.003, good, 0.95), (0.001, 0.99, lstm_valid_other)):
+                for split, v in (("eval", test), ("valid", valid)):
+                    out.append({"cell_id": f"{model}-{task}", "measure": "accuracy", "status": "ok",
+                                "metric": "accuracy", "split": split, "distance": None, "best": lr == 0.003,
+                                "model": model, "family": fam, "task": task, "task_kind": "sequential_image",
+                                "seed": 0, "lr": lr, "eval_seq_len": 64, "length_factor": 1.0, "value": v,
+                                "chance": 0.1, "n_scored": 364 if split == "eval" else 139, "error": None})
+        return pd.DataFrame(out)
+
+    a = FINDINGS["digits"].analyse(rows(0.93, 0.90), suite)
+    assert a.verdict == "agree" and "0.930" in a.reason
+    assert FINDINGS["digits"].analyse(rows(0.85, 0.90), suite).verdict == "partly"  # learned, below 0.9
+    assert FINDINGS["digits"].analyse(rows(0.11, 0.90), suite).verdict == "disagree"  # at chance

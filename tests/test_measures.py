@@ -46,6 +46,9 @@ class IdentityTask(Task):
     name = "identity"
     metric = "token_accuracy"
 
+    def chance(self, seq_len=None):
+        return 1.0 / self.config.vocab_size  # targets uniform over the vocabulary
+
     def _batch(self, batch_size, seq_len, rng, split):
         x = rng.integers(0, self.config.vocab_size, size=(batch_size, seq_len))
         return token_batch(x, x.copy())
@@ -142,27 +145,83 @@ def test_accuracy_learns_an_easy_task():
 
 def test_accuracy_is_deterministic_for_a_seed():
     task = IdentityTask(IdentityConfig())
-    a, b = (run(make_ctx("accuracy", task=task, settings=ACC, seed=3)) for _ in range(2))
+    a, b = ([{k: v for k, v in r.items() if k != "train_s"} for r in run(make_ctx("accuracy", task=task,
+            settings=ACC, seed=3))] for _ in range(2))  # train_s is a wall-clock time
     assert a == b
     c = run(make_ctx("accuracy", task=task, settings=ACC, seed=4))
     assert [r["value"] for r in a] != [r["value"] for r in c]
 
 
-def test_accuracy_sweep_flags_the_best_lr_and_steps_to_90pct():
+def test_accuracy_sweep_picks_the_lr_on_validation_and_steps_to_90pct():
     task = IdentityTask(IdentityConfig())
-    rows = run(make_ctx("accuracy", task=task, settings={**ACC, "steps": 12, "eval_every": 2}))
+    rows = run(make_ctx("accuracy", task=task, settings={**ACC, "steps": 24, "eval_every": 2}, d_model=32))
+    valid = pick(rows, "accuracy", split="valid")
     finals = pick(rows, "accuracy", split="eval", length_factor=1.0)
-    assert sorted(r["lr"] for r in finals) == ACC["lrs"]
-    best = [r for r in finals if r["best"]]
-    assert len(best) == 1 and best[0]["value"] == max(r["value"] for r in finals)
-    for lr in ACC["lrs"]:  # every lr keeps its curve, which ends at the final evaluation
+    assert sorted(r["lr"] for r in finals) == sorted(r["lr"] for r in valid) == ACC["lrs"]
+    best = [r for r in valid if r["best"]]  # chosen on validation data, not on the test score
+    assert len(best) == 1 and best[0]["value"] == max(r["value"] for r in valid)
+    assert [r["lr"] for r in finals if r["best"]] == [best[0]["lr"]]
+    for lr in ACC["lrs"]:  # every lr keeps its curve (validation data), which ends at its validation score
         curve = pick(rows, "accuracy", split="curve", lr=lr)
-        assert curve[-1]["step"] == 12
-        assert curve[-1]["value"] == pick(rows, "accuracy", split="eval", length_factor=1.0, lr=lr)[0]["value"]
+        assert curve[-1]["step"] == 24
+        assert curve[-1]["value"] == pick(rows, "accuracy", split="valid", lr=lr)[0]["value"]
+    # 90% of the way from chance (1/8) to the final validation score, by hand
     curve = pick(rows, "accuracy", split="curve", lr=best[0]["lr"])
-    first = next(r["step"] for r in curve if r["value"] >= 0.9 * best[0]["value"])
+    target = 1 / 8 + 0.9 * (best[0]["value"] - 1 / 8)
+    first = next(r["step"] for r in curve if r["value"] >= target)
     (s90,) = pick(rows, "steps_to_90pct")
     assert s90["value"] == first and s90["lr"] == best[0]["lr"]
+    assert best[0]["chance"] == 1 / 8 and best[0]["ci_low"] < best[0]["value"] < best[0]["ci_high"]
+
+
+def test_accuracy_rows_carry_chance_and_wilson_interval():
+    from seqbench.bench import stats
+
+    task = IdentityTask(IdentityConfig(vocab_size=8, seq_len=12))
+    rows = run(make_ctx("accuracy", task=task, settings={**ACC, "lrs": [3e-3], "eval_batches": 3}))
+    for r in pick(rows, "accuracy", split="eval") + pick(rows, "accuracy", split="valid"):
+        n = 3 * 8 * r["eval_seq_len"]  # eval_batches x batch_size x every position scored
+        assert r["n_scored"] == n and r["chance"] == 1 / 8
+        assert (r["ci_low"], r["ci_high"]) == pytest.approx(stats.wilson_interval(r["value"] * n, n))
+
+
+def test_accuracy_wall_clock_budget_records_the_steps_reached():
+    task = IdentityTask(IdentityConfig())
+    settings = {"steps": 100_000, "budget_s": 0.3, "lrs": [3e-3], "batch_size": 8, "eval_batches": 1,
+                "length_factors": [1]}
+    rows = run(make_ctx("accuracy", task=task, settings=settings))
+    (final,) = pick(rows, "accuracy", split="eval")
+    assert final["time_limited"] is True and 0 < final["step"] < 100_000
+    assert 0.3 <= final["train_s"] < 0.3 + 0.2  # stopped at the first step past the budget
+    curve = pick(rows, "accuracy", split="curve")
+    assert 2 <= len(curve) <= 11 and curve[-1]["step"] == final["step"]  # a point per tenth of the budget
+
+
+def test_lr_schedule_over_a_wall_clock_budget():
+    from seqbench.bench.measures.train import TrainSettings, lr_at
+
+    s = TrainSettings(lr=1.0, budget_s=10.0, warmup_frac=0.1, min_lr_frac=0.1, steps=10**9)
+    assert lr_at(0, s, 0.0) == pytest.approx(0.01)  # warm-up starts at 1% of lr
+    assert lr_at(0, s, 0.5) == pytest.approx(0.5)  # half of the 1 s warm-up
+    assert lr_at(0, s, 1.0) == pytest.approx(1.0)
+    assert lr_at(0, s, 5.5) == pytest.approx(0.1 + 0.9 * 0.5)  # half of the cosine: mid-way to 0.1
+    assert lr_at(0, s, 10.0) == pytest.approx(0.1) and lr_at(0, s, 20.0) == pytest.approx(0.1)
+
+
+def test_accuracy_length_a_model_cannot_run_is_a_skipped_row():
+    task = IdentityTask(IdentityConfig(vocab_size=8, seq_len=12))
+    settings = {**ACC, "lrs": [3e-3], "length_factors": [1, 2, 4]}
+    rows = run(make_ctx("accuracy", family="transformer", task=task, settings=settings, n_heads=2,
+                        positions="learned", max_len=30))
+    by_len = {r["length_factor"]: r for r in pick(rows, "accuracy", split="eval")}
+    assert "status" not in by_len[1.0]
+    assert by_len[2.0].get("status") is None and by_len[2.0]["eval_seq_len"] == 24  # 24 <= max_len: evaluated
+    skipped = by_len[4.0]
+    assert skipped["status"] == "skipped" and skipped["value"] is None and skipped["eval_seq_len"] == 48
+    assert "max_len=30" in skipped["error"]
+    rope = run(make_ctx("accuracy", family="transformer", task=task, settings=settings, n_heads=2,
+                        positions="rope", max_len=30))  # rotary positions run at any length
+    assert [r["eval_seq_len"] for r in pick(rope, "accuracy", split="eval") if r.get("status") is None] == [12, 24, 48]
 
 
 def test_accuracy_per_distance_rows_average_to_the_total():
@@ -490,8 +549,7 @@ def test_eval_lengths_snap_to_lengths_the_task_takes():
     from seqbench.bench.measures.accuracy import eval_lengths
 
     task = tasks.build("reverse")  # takes odd lengths 2n + 1 only
-    model = models.build("lstm", vocab_size=task.vocab_size, d_model=8, n_layers=1)
-    pairs = eval_lengths(task, model, task.seq_len, [1, 2, 4])
+    pairs = eval_lengths(task, task.seq_len, [1, 2, 4])
     assert [f for f, _ in pairs] == [1, 2, 4]
     assert all(n % 2 == 1 for _, n in pairs)
     assert [n for _, n in pairs][1:] == [2 * task.seq_len + 1, 4 * task.seq_len + 1]

@@ -209,11 +209,16 @@ def test_leaderboard_picks_best_lr_and_ranks(report: Path) -> None:
         finals = {lr: _acc(model, task, lr) for lr in LRS}
         expect = max(finals.values()) if task != "adding" else min(1 - a for a in finals.values())
         assert g["value"].iloc[0] == pytest.approx(expect)
-    copy = board[board["task"] == "copy_64"].sort_values("rank")
+    trained = board[board["length_factor"] == 1.0]
+    copy = trained[trained["task"] == "copy_64"].sort_values("rank")
     assert list(copy["value"]) == sorted(copy["value"], reverse=True)  # accuracy: higher ranks first
-    adding = board[(board["task"] == "adding")].dropna(subset=["value"]).sort_values("rank")
+    adding = trained[(trained["task"] == "adding")].dropna(subset=["value"]).sort_values("rank")
     assert list(adding["value"]) == sorted(adding["value"])  # mse: lower ranks first
-    assert set(board.loc[board["task"] == "copy_64", "steps_to_90pct"]) == {90.0}
+    assert set(trained.loc[trained["task"] == "copy_64", "steps_to_90pct"]) == {90.0}
+    # the rows were evaluated at 1, 2 and 4 x the trained length: a second block at the longest
+    longest = board[(board["task"] == "copy_64") & (board["length_factor"] != 1.0)]
+    assert set(longest["length_factor"]) == {4.0} and set(longest["eval_seq_len"]) == {256}
+    assert list(longest["value"]) == pytest.approx([v / 4 for v in copy["value"]])  # accuracy / factor
 
 
 @pytest.mark.parametrize("noise", [0.0, 0.05])

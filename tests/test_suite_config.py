@@ -140,3 +140,27 @@ def test_unknown_measure_setting_is_caught_before_running(tmp_path: Path, capsys
     assert main(["validate", str(path)]) == 2
     err = capsys.readouterr().err
     assert "measures.accuracy.stpes" in err and "did you mean 'steps'" in err
+
+
+def test_measure_settings_per_model_and_per_task(tmp_path: Path) -> None:
+    """A cell's settings: the suite's, then its task's `measures:` entry, then its model's (the model wins)."""
+    text = GOOD.replace("{family: lstm}", "{family: lstm, measures: {accuracy: {steps: 7}}}").replace(
+        "{task: copy}", "{task: copy, measures: {accuracy: {steps: 5, lrs: [0.01]}}}")
+    path = tmp_path / "s.yaml"
+    path.write_text(text)
+    cells = {(c.model, c.measure): c.settings for c in expand(load_suite(path)) if c.task}
+    assert cells[("lstm", "accuracy")] == {"steps": 7, "lrs": [0.01]}  # model beats task beats suite
+    assert cells[("gru", "accuracy")] == {"steps": 5, "lrs": [0.01]}
+    assert all(s == {} for (m, measure), s in cells.items() if measure == "throughput")
+
+
+def test_match_key_in_a_model_entry_and_in_defaults(tmp_path: Path) -> None:
+    text = GOOD.replace("defaults: {d_model: 16, n_layers: 1}", "defaults: {n_layers: 1, match: {params: 3000}}")
+    text = text.replace("{family: gru}", "{family: gru, match: {state_bytes: 256}}")
+    path = tmp_path / "s.yaml"
+    path.write_text(text)
+    suite = load_suite(path)
+    assert suite.models["lstm"]["match"] == {"params": 3000} and suite.models["gru"]["match"] == {"state_bytes": 256}
+    path.write_text(text.replace("{state_bytes: 256}", "{flops: 1}"))
+    with pytest.raises(SuiteError, match=r"s.yaml:\d+: models.gru.match: unknown key 'flops'; valid: params, state_bytes"):
+        load_suite(path)

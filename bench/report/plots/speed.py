@@ -197,35 +197,44 @@ def latency_percentiles(df: pd.DataFrame, palette: Mapping[str, Color] | None = 
 
 @_themed
 def accuracy_vs_throughput(df: pd.DataFrame, palette: Mapping[str, Color] | None = None) -> Figure:
-    """Mean best accuracy against inference tokens/s per model, the Pareto front marked."""
+    """Mean skill (chance-normalised score) against inference tokens/s per model, the Pareto front marked;
+    a model scored on fewer tasks than the run has is drawn hollow and named in the caption."""
     df, palette = _resolve(df, palette)
     pts = tables.accuracy_throughput(df)
     if pts.empty:
-        raise NoData("needs both accuracy scores (a fraction metric) and inference tokens_per_s for some model")
+        raise NoData("needs both accuracy scores and inference tokens_per_s for some model")
     vcols, styles = _styles(df)
     fig, axes = _grid(1, 1)
     ax = axes[0, 0]
     for model, variant, g in _series(pts, vcols):
         ls, marker = styles.get(variant, ("-", "o"))
-        edge = ["black" if p else "none" for p in g["pareto"]]
-        ax.scatter(g["tokens_per_s"], g["accuracy"], color=_color(palette, model), marker=marker, s=50,
+        edge = ["black" if p else _color(palette, model) for p in g["pareto"]]
+        full = (g["missing"] == "").to_numpy()
+        face = [_color(palette, model) if f else "none" for f in full]
+        ax.scatter(g["tokens_per_s"], g["skill"], facecolors=face, marker=marker, s=50,
                    edgecolors=edge, linewidths=1.2, label=tables.series_label(model, variant), zorder=3)
-        for x, y in zip(g["tokens_per_s"], g["accuracy"]):
-            ax.annotate(model, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=6.5)
+        for x, y, n in zip(g["tokens_per_s"], g["skill"], g["n_tasks"]):
+            ax.annotate(f"{model} ({n})", (x, y), textcoords="offset points", xytext=(4, 4), fontsize=6.5)
     for variant, g in pts.groupby(vcols) if vcols else [((), pts)]:
         front = g[g["pareto"]].sort_values("tokens_per_s")
         ls, _ = styles.get(tuple(str(v) for v in (variant if isinstance(variant, tuple) else (variant,))),
                            ("-", "o"))
-        ax.plot(front["tokens_per_s"], front["accuracy"], color="0.2", linestyle=ls, linewidth=1,
+        ax.plot(front["tokens_per_s"], front["skill"], color="0.2", linestyle=ls, linewidth=1,
                 drawstyle="steps-pre", zorder=2, label="Pareto front" if not vcols else None)
+    ax.axhline(0.0, color="0.45", linestyle="--", linewidth=1, label="chance")
     ax.set_xscale("log")
     ax.set_xlabel("inference tokens/s")
-    ax.set_ylabel("mean best accuracy")
+    ax.set_ylabel("mean skill (0 = chance, 1 = perfect)")
     ax.set_title("accuracy against throughput")
     _legend(fig, axes)
     shapes = "; ".join(f"{r}: batch_size {g['batch_size'].iloc[0]:g}, seq_len {g['seq_len'].iloc[0]:g}"
                        for r, g in pts.groupby("run"))
-    note = (f"Mean best accuracy (over fraction-metric tasks) against inference tokens/s at {shapes}; "
-            "black edge and line = Pareto front (no model is both faster and more accurate)")
+    partial = pts[pts["missing"] != ""]
+    sets = ("every model on the same tasks" if partial.empty else
+            "hollow = scored on fewer tasks than the run has, so not comparable: " + "; ".join(
+                f"{m} lacks {miss}" for m, miss in zip(partial["model"], partial["missing"])))
+    note = (f"Mean skill over the tasks each model was scored on (number in brackets; skill = (score − chance) / "
+            f"(1 − chance), normalised error for mse) against inference tokens/s at {shapes}; {sets}; "
+            "black edge and line = Pareto front (no model is both faster and more skilled)")
     used = df[df["model"].isin(pts["model"]) & df["run"].isin(pts["run"])]
     return _finish(fig, used, note)
