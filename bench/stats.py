@@ -114,12 +114,19 @@ def ratio_test(baseline: Sequence[float], current: Sequence[float], *, q: float 
 
 
 def timing_verdict(test: RatioTest, p_adjusted: float, threshold: float, higher_is_better: bool,
-                   alpha: float = ALPHA) -> Verdict:
+                   alpha: float = ALPHA, *, paired: bool = False) -> Verdict:
     """Verdict for one timing metric.
 
     `threshold` is the tolerated relative change in the bad direction (0.10 = 10%):
     for higher-is-better metrics (tokens/s) a regression is ratio < 1 − threshold,
     for lower-is-better ones (latency) ratio > 1 + threshold.
+
+    Unpaired samples (compare: runs taken minutes apart) need the point ratio past the limit,
+    p_adjusted < alpha AND the whole interval past the limit. `paired` (ab: both sides timed
+    within milliseconds, so the load cancels and the estimate is precise) needs the point
+    ratio past the limit, p_adjusted < alpha and the interval wholly on the bad side of 1 — the
+    rule of Google Benchmark's compare.py and pyperf (significant, and slower by more than the
+    threshold): a change just past the threshold is caught as often as its estimate lands past it.
     """
     if threshold < 0:
         raise ValueError(f"threshold must be >= 0, got {threshold}")
@@ -127,13 +134,13 @@ def timing_verdict(test: RatioTest, p_adjusted: float, threshold: float, higher_
     if higher_is_better:
         limit = 1.0 - threshold
         past = test.ratio < limit
-        ci_past = test.ci_high < limit  # the whole interval is a regression
+        ci_past = test.ci_high < (1.0 if paired else limit)  # the whole interval is a regression
         ci_safe = test.ci_low > limit  # the whole interval is within tolerance
         better = test.ratio > 1.0 and test.ci_low > 1.0
     else:
         limit = 1.0 + threshold
         past = test.ratio > limit
-        ci_past = test.ci_low > limit
+        ci_past = test.ci_low > (1.0 if paired else limit)
         ci_safe = test.ci_high < limit
         better = test.ratio < 1.0 and test.ci_high < 1.0
     if past and significant and ci_past:

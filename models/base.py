@@ -18,8 +18,8 @@ streamable model (tests/test_models_common.py proves it).
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch

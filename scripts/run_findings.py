@@ -10,7 +10,7 @@ the command, its exit code and wall time), then analyses every run with seqbench
 writes results/reference/findings.md: per finding the claim and its source, our setup, a
 table of our numbers and a verdict (agree / partly / disagree) with its reason.
 
-    python scripts/run_findings.py                       # all seven
+    python scripts/run_findings.py                       # all nine
     python scripts/run_findings.py formal bai            # only these (findings.md keeps the others' runs)
     python scripts/run_findings.py --analyse-only        # rewrite findings.md from the runs on disk
     python scripts/run_findings.py induction --device cuda --set measures.accuracy.steps=20000
@@ -35,7 +35,7 @@ from seqbench.bench.findings.core import FINDINGS, Analysis, FindingsError, anal
 
 OUT_ROOT = ROOT / "results" / "reference" / "findings"
 MARKDOWN = ROOT / "results" / "reference" / "findings.md"
-ORDER = ("zoology", "induction", "formal", "bai", "copying", "digits", "latency")  # latency last: timing-sensitive
+ORDER = ("zoology", "induction", "formal", "bai", "copying", "digits", "recall-modern", "state-tracking", "latency")  # latency last: timing-sensitive
 # Worker processes per suite: 2 (the two cores) for training, 1 for latency so that no second
 # worker competes with a timed stream.
 PARALLEL = {"latency": 1}

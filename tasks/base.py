@@ -55,7 +55,7 @@ class Batch:
     def seq_len(self) -> int:
         return int(self.inputs.shape[1])
 
-    def to(self, device: torch.device | str) -> "Batch":
+    def to(self, device: torch.device | str) -> Batch:
         meta = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in self.meta.items()}
         return Batch(self.inputs.to(device), self.targets.to(device), self.mask.to(device), self.src_len, meta)
 

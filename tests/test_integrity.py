@@ -405,9 +405,8 @@ def test_lock_refuses_a_live_holder_in_this_process_family(tmp_path: Path):
     lock = RunLock(tmp_path)
     lock.acquire()  # free again once released
     lock.release()
-    with pytest.raises(RunDirError):
-        with RunLock(tmp_path):
-            RunLock(tmp_path).acquire()  # flock is per open file: a second open in one process is refused
+    with pytest.raises(RunDirError), RunLock(tmp_path):
+        RunLock(tmp_path).acquire()  # flock is per open file: a second open in one process is refused
 
 
 def test_out_of_memory_of_any_allocator_is_oom(tmp_path: Path):

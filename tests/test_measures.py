@@ -545,7 +545,7 @@ def test_gradient_flow_log_spaced_distances_and_seq2seq():
 
 
 def test_eval_lengths_snap_to_lengths_the_task_takes():
-    from seqbench import models, tasks
+    from seqbench import tasks
     from seqbench.bench.measures.accuracy import eval_lengths
 
     task = tasks.build("reverse")  # takes odd lengths 2n + 1 only

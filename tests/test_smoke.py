@@ -70,7 +70,7 @@ def test_smoke_run_rows_carry_chance_intervals_and_a_validation_score(smoke_run:
     assert len(test) and test.chance.notna().all() and (test.n_scored > 0).all()
     assert ((test.ci_low <= test.value + 1e-12) & (test.value <= test.ci_high + 1e-12)).all()
     assert len(acc[acc.split == "valid"]) == len(test[test.length_factor == 1.0])  # one validation score per lr
-    assert (test.train_s > 0).all() and (test.time_limited == False).all()  # noqa: E712
+    assert (test.train_s > 0).all() and (test.time_limited == False).all()
 
 
 def test_expected_duration_and_eta_come_from_per_measure_costs(capsys: pytest.CaptureFixture[str]):

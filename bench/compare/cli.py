@@ -1,4 +1,4 @@
-"""`seqbench compare`, `seqbench baseline save`, `seqbench export`."""
+"""`seqbench compare`, `seqbench ab`, `seqbench baseline save`, `seqbench export`."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from seqbench.bench import compare as compare_pkg
+from seqbench.bench.compare.ab import register_ab
 from seqbench.bench.compare.export import export_github_action_benchmark, save_baseline
 from seqbench.bench.compare.judge import ACCURACY_DROP, compare, parse_fail
 from seqbench.bench.compare.load import load_side
@@ -44,7 +45,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def register_cli(subparsers: Any) -> None:
-    """Add `compare`, `baseline save` and `export` to the seqbench CLI."""
+    """Add `compare`, `ab`, `baseline save` and `export` to the seqbench CLI."""
     p = subparsers.add_parser("compare", help="compare two runs; exit 1 on a regression",
                               description=compare_pkg.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("baseline", help="run dir, results .jsonl, pytest-benchmark .json; 'a,b' pools runs")
@@ -62,6 +63,8 @@ def register_cli(subparsers: Any) -> None:
     p.add_argument("--accuracy-drop", type=float, default=ACCURACY_DROP,
                    help="tolerated absolute accuracy drop (default %(default)s)")
     p.set_defaults(func=cmd_compare)
+
+    register_ab(subparsers)
 
     p = subparsers.add_parser("baseline", help="manage saved baselines")
     bsub = p.add_subparsers(dest="baseline_command", required=True, parser_class=type(p))

@@ -233,8 +233,8 @@ def _suite_warnings(b: Side, c: Side) -> list[str]:
 
     nb, nc = names(b), names(c)
     if nb and nc and nb != nc:
-        return [f"different suites: baseline ran {', '.join(sorted(nb))}, current ran {', '.join(sorted(nc))}; "
-                "only cells with equal definitions are compared"]
+        return [(f"different suites: baseline ran {', '.join(sorted(nb))}, current ran {', '.join(sorted(nc))}; "
+                 "only cells with equal definitions are compared")]
     return []
 
 

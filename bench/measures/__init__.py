@@ -106,4 +106,4 @@ def measure(name: str, settings: type, *, axes: tuple[str, ...] = (),
 
 
 # Registration happens by these explicit imports (one module per measure).
-from seqbench.bench.measures import accuracy, gradient_flow, latency, memory, static, throughput  # noqa: E402,F401
+from seqbench.bench.measures import accuracy, gradient_flow, latency, memory, static, throughput  # noqa: F401

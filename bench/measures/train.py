@@ -57,7 +57,7 @@ class TrainingSettings:
     betas: tuple[Beta, Beta] = (0.9, 0.95)  # AdamW betas
     grad_clip: NonNegFloat = 1.0  # max global gradient norm; 0 disables clipping
 
-    def train_settings(self, *, lr: float, seed: int, seq_len: int, eval_every: int = 0) -> "TrainSettings":
+    def train_settings(self, *, lr: float, seed: int, seq_len: int, eval_every: int = 0) -> TrainSettings:
         """The loop's settings for one learning rate."""
         return TrainSettings(
             steps=self.steps, lr=float(lr), batch_size=self.batch_size, seq_len=seq_len,
