@@ -150,6 +150,15 @@ def timing_verdict(test: RatioTest, p_adjusted: float, threshold: float, higher_
     return "inconclusive"
 
 
+def why_inconclusive(test: RatioTest, threshold: float, higher_is_better: bool) -> str:
+    """Why `timing_verdict` said inconclusive, in words for a note: the estimate is past the limit
+    but the evidence is too weak for a regression, or the interval is too wide to call it a pass."""
+    past = test.ratio < 1.0 - threshold if higher_is_better else test.ratio > 1.0 + threshold
+    if past:
+        return "the change is past the limit, but not significant (Holm) or its interval reaches no change"
+    return "the 95% interval reaches past the limit"
+
+
 # --- intervals of accuracy-type scores (bench/results/query.py decides what they mean) ---------
 
 

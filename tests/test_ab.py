@@ -131,6 +131,10 @@ def test_paired_rule_needs_the_estimate_past_the_limit_not_the_whole_interval() 
     assert stats.timing_verdict(straddles_one, 0.01, 0.10, higher_is_better=False, paired=True) == "inconclusive"
     tps = stats.RatioTest(1 / 1.13, 1 / 1.17, 1 / 1.08, 0.001, 30, 30)  # tokens/s: the same change, inverted
     assert stats.timing_verdict(tps, 0.001, 0.10, higher_is_better=True, paired=True) == "regression"
+    # the note's reason: past the limit but too weak, or an interval that reaches past the limit
+    assert "not significant" in stats.why_inconclusive(straddles_one, 0.10, higher_is_better=False)
+    assert "reaches past the limit" in stats.why_inconclusive(below, 0.10, higher_is_better=False)
+    assert "not significant" in stats.why_inconclusive(tps, 0.10, higher_is_better=True)
 
 
 def test_paired_ratio_test_rejects_bad_input() -> None:

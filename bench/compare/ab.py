@@ -636,10 +636,7 @@ def judge_units(results: list[UnitResult], settings: ABSettings, comparable: boo
         comp.p_adjusted = p_adj
         comp.verdict = stats.timing_verdict(res.test, p_adj, threshold, bool(comp.higher_is_better), paired=True)
         if comp.verdict == "inconclusive":
-            limit = 1.0 - threshold if comp.higher_is_better else 1.0 + threshold
-            past = res.test.ratio < limit if comp.higher_is_better else res.test.ratio > limit
-            why = ("the change is past the limit, but not significant (Holm) or its interval reaches no change"
-                   if past else "the 95% interval reaches past the limit")
+            why = stats.why_inconclusive(res.test, threshold, bool(comp.higher_is_better))
             comp.note = f"too noisy to tell: {why}; {comp.note}"
     return comps, only_base, only_head
 
