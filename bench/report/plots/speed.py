@@ -126,6 +126,15 @@ def memory_scaling(df: pd.DataFrame, palette: Mapping[str, Color] | None = None)
     return _finish(fig, pd.concat([peak, state, df[df["measure"] == "memory"]]), note)
 
 
+def _longest_smallest(rows: pd.DataFrame) -> pd.DataFrame:
+    """Each (run, model, dtype)'s rows at its longest seq_len and, there, its smallest batch."""
+    keys = ["run", "model", "dtype"]
+    longest = rows.groupby(keys, dropna=False)["seq_len"].transform("max")
+    rows = rows[(rows["seq_len"] == longest) | longest.isna()]
+    small = rows.groupby(keys, dropna=False)["batch_size"].transform("min")
+    return rows[(rows["batch_size"] == small) | small.isna()]
+
+
 @_themed
 def latency_vs_position(df: pd.DataFrame, palette: Mapping[str, Color] | None = None) -> Figure:
     """Per-token streaming latency against the position in the stream, a line per model."""
@@ -134,10 +143,7 @@ def latency_vs_position(df: pd.DataFrame, palette: Mapping[str, Color] | None = 
     rows = rows[(rows["metric"] == "latency_ms") & rows["position"].notna()]
     if rows.empty:
         raise NoData("no latency-against-position rows (metric latency_ms with `position`)")
-    longest = rows.groupby(["run", "model", "dtype"], dropna=False)["seq_len"].transform("max")
-    rows = rows[(rows["seq_len"] == longest) | longest.isna()]
-    small = rows.groupby(["run", "model", "dtype"], dropna=False)["batch_size"].transform("min")
-    rows = rows[(rows["batch_size"] == small) | small.isna()]
+    rows = _longest_smallest(rows)
     vcols, styles = _styles(df)
     fig, axes = _grid(1, 1)
     ax = axes[0, 0]
@@ -166,10 +172,7 @@ def latency_percentiles(df: pd.DataFrame, palette: Mapping[str, Color] | None = 
     rows = rows[rows["metric"].isin(pcts) & rows["position"].isna()]
     if rows.empty:
         raise NoData("no latency percentile rows (latency_p50_ms / latency_p99_ms)")
-    longest = rows.groupby(["run", "model", "dtype"], dropna=False)["seq_len"].transform("max")
-    rows = rows[(rows["seq_len"] == longest) | longest.isna()]
-    small = rows.groupby(["run", "model", "dtype"], dropna=False)["batch_size"].transform("min")
-    rows = rows[(rows["batch_size"] == small) | small.isna()]
+    rows = _longest_smallest(rows)
     vcols, _ = _styles(df)
     series = list(_series(rows, vcols))
     fig = Figure(figsize=(1.5 + 0.6 * len(series) + 1.8, PANEL_H + 0.6), layout="constrained")
